@@ -1,0 +1,73 @@
+"""Backup and restore for artifact-repository servers: projects, repositories, files and common data."""
+
+from ._backend import Outcome, Record, Scope, Source, Target
+from ._engine import Engine
+from ._json import from_json, to_json
+from ._model import (
+    BackupContent,
+    BackupSetting,
+    BackupTask,
+    ConflictStrategy,
+    ErrorStrategy,
+    ExecutionPlan,
+    ExecutionStrategy,
+    Page,
+    ProjectContentInfo,
+    Retention,
+    RunCounts,
+    RunError,
+    RunSummary,
+    TaskState,
+    TaskType,
+)
+from ._select import compile_pattern, select
+from ._taskstore import MemoryTaskStore, SqliteTaskStore, TaskStore
+from .exceptions import (
+    ArchiveError,
+    BackendError,
+    InsufficientSpaceError,
+    RepoBackupError,
+    StoreError,
+    TaskNotFoundError,
+    TaskRunningError,
+    ValidationError,
+)
+
+__all__ = [
+    "ArchiveError",
+    "BackendError",
+    "BackupContent",
+    "BackupSetting",
+    "BackupTask",
+    "ConflictStrategy",
+    "Engine",
+    "ErrorStrategy",
+    "ExecutionPlan",
+    "ExecutionStrategy",
+    "InsufficientSpaceError",
+    "MemoryTaskStore",
+    "Outcome",
+    "Page",
+    "ProjectContentInfo",
+    "Record",
+    "RepoBackupError",
+    "Retention",
+    "RunCounts",
+    "RunError",
+    "RunSummary",
+    "Scope",
+    "Source",
+    "SqliteTaskStore",
+    "StoreError",
+    "Target",
+    "TaskNotFoundError",
+    "TaskRunningError",
+    "TaskState",
+    "TaskStore",
+    "TaskType",
+    "ValidationError",
+    "compile_pattern",
+    "from_json",
+    "select",
+    "to_json",
+]
