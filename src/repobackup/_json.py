@@ -104,10 +104,9 @@ def _enum_hook(cls: type[enum.Enum]) -> Any:
 
 
 # Each enum by class: the str-valued enums are str subclasses and would else get the str hook.
-for _enum in (
-    TaskType, TaskState, ConflictStrategy, ErrorStrategy, ExecutionStrategy
-):
+for _enum in (TaskType, TaskState, ConflictStrategy, ErrorStrategy, ExecutionStrategy):
     converter.register_structure_hook(_enum, _enum_hook(_enum))
+    converter.register_unstructure_hook(_enum, lambda member: member.value)
 
 
 def _is_homogeneous_tuple(cls: Any) -> bool:
@@ -129,9 +128,12 @@ def _tuple_hook(cls: Any) -> Any:
             try:
                 items.append(inner(item, item_type))
             except Exception as exc:
-                exc.__notes__ = [*getattr(exc, "__notes__", []), cattrs.IterableValidationNote(
-                    f"Structuring {cls} @ index {index}", index, item_type
-                )]
+                exc.__notes__ = [
+                    *getattr(exc, "__notes__", []),
+                    cattrs.IterableValidationNote(
+                        f"Structuring {cls} @ index {index}", index, item_type
+                    ),
+                ]
                 errors.append(exc)
         if errors:
             raise cattrs.IterableValidationError(f"While structuring {cls}", errors, cls)
@@ -231,8 +233,10 @@ def _format_exception(exc: BaseException, _type: Any) -> str:
         return f"unknown field(s): {', '.join(sorted(exc.extra_fields))}"
     if isinstance(exc, TypeError | ValueError):
         text = str(exc)
-        if text.startswith("expected") or text.startswith("unknown value") or text.startswith(
-            "not an ISO"
+        if (
+            text.startswith("expected")
+            or text.startswith("unknown value")
+            or text.startswith("not an ISO")
         ):
             return text
         return f"invalid value: {text}" if text else "invalid value"

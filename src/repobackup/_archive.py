@@ -1,0 +1,470 @@
+"""The backup archive (format 1): member paths, the record line codec, writers and readers.
+
+A backup is a folder, or a zip holding the same tree; ``manifest.json`` is written last and
+its presence marks a complete backup. Nothing read from an archive is trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import re
+import shutil
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime
+from typing import IO, Any, Protocol
+from urllib.parse import quote, unquote
+
+import attrs
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from ._backend import Record, Scope
+from ._time import parse_datetime
+from .exceptions import ArchiveError, store_errors
+
+__all__ = [
+    "FORMAT",
+    "BackupReader",
+    "BackupWriter",
+    "MemberInfo",
+    "blob_member",
+    "decode_component",
+    "encode_component",
+    "line_to_record",
+    "open_backup_chain",
+    "open_store",
+    "record_member",
+    "record_to_line",
+]
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+CHUNK = 1 << 20
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+BACKUP_NAME = re.compile(r"^(?P<name>.+)-(?P<stamp>\d{8}\.\d{6})(?P<zip>\.zip)?$")
+STAMP_FORMAT = "%Y%m%d.%H%M%S"
+
+# Characters an id keeps as is in a path; everything else is percent-encoded.
+_SAFE = "-_~@+=,."
+
+
+def encode_component(value: str) -> str:
+    """An id as one safe path component: percent-encoded, never empty, never ``.`` or ``..``."""
+    if not value:
+        raise ValueError("an empty id cannot name a path component")
+    encoded = quote(value, safe=_SAFE)
+    # A leading dot would make "." and ".." (and hidden names); encode it.
+    if encoded.startswith("."):
+        encoded = "%2E" + encoded[1:]
+    return encoded
+
+
+def decode_component(component: str) -> str:
+    """The id a path component names; ArchiveError unless it is exactly how we encode ids."""
+    value = unquote(component, errors="strict")
+    if not value or encode_component(value) != component:
+        raise ArchiveError(f"unsafe or non-canonical path component {component!r}")
+    return value
+
+
+def scope_prefix(scope: Scope) -> str:
+    """The folder of a scope inside the archive."""
+    if scope.project_id is None:
+        return "common"
+    project = f"projects/{encode_component(scope.project_id)}"
+    if scope.repo_name is None:
+        return project
+    return f"{project}/repos/{encode_component(scope.repo_name)}"
+
+
+def record_member(scope: Scope, collection: str, *, compressed: bool) -> str:
+    """The member holding the records of *collection* in *scope*."""
+    suffix = ".jsonl.zst" if compressed else ".jsonl"
+    return f"{scope_prefix(scope)}/{encode_component(collection)}{suffix}"
+
+
+def blob_member(sha256: str, *, compressed: bool) -> str:
+    """The member holding a blob; *compressed* adds ``.zst``."""
+    suffix = ".zst" if compressed else ""
+    return f"blobs/{sha256[0:2]}/{sha256[2:4]}/{sha256}{suffix}"
+
+
+def record_to_line(record: Record) -> bytes:
+    """One JSON line for *record*; the document goes through verbatim."""
+    data = {
+        "collection": record.collection,
+        "projectId": record.project_id,
+        "repoName": record.repo_name,
+        "key": record.key,
+        "modified": record.modified.isoformat(),
+        "deleted": record.deleted,
+        "blob": record.blob,
+        "size": record.size,
+        "document": record.document,
+    }
+    return (
+        json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        + b"\n"
+    )
+
+
+def line_to_record(line: bytes, where: str, scope: Scope, collection: str) -> Record:
+    """Parse and check one line of a records member; ArchiveError naming *where* otherwise."""
+    try:
+        data = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ArchiveError(f"{where}: malformed JSON line: {exc}") from None
+    if not isinstance(data, dict):
+        raise ArchiveError(f"{where}: a record line must be a JSON object")
+    problems = []
+    key = data.get("key")
+    if not isinstance(key, str):
+        problems.append("key must be a string")
+    document = data.get("document")
+    if not isinstance(document, dict):
+        problems.append("document must be an object")
+    blob = data.get("blob")
+    if blob is not None and not (isinstance(blob, str) and SHA256.match(blob)):
+        problems.append("blob must be null or a sha256 in lowercase hex")
+    size = data.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        problems.append("size must be a non-negative integer")
+    deleted = data.get("deleted")
+    if not isinstance(deleted, bool):
+        problems.append("deleted must be a boolean")
+    modified: datetime | None = None
+    try:
+        modified = parse_datetime(str(data.get("modified")))
+    except ValueError:
+        problems.append("modified must be an ISO 8601 time")
+    if (
+        data.get("collection") != collection
+        or data.get("projectId") != scope.project_id
+        or data.get("repoName") != scope.repo_name
+    ):
+        problems.append("collection, projectId and repoName must match the member's path")
+    if problems:
+        raise ArchiveError(f"{where}: " + "; ".join(problems))
+    assert modified is not None
+    return Record(
+        collection=collection,
+        key=key,  # type: ignore[arg-type]
+        document=document,  # type: ignore[arg-type]
+        modified=modified,
+        project_id=scope.project_id,
+        repo_name=scope.repo_name,
+        blob=blob,
+        size=size,  # type: ignore[arg-type]
+        deleted=deleted,  # type: ignore[arg-type]
+    )
+
+
+@attrs.frozen
+class MemberInfo:
+    """What a records member holds: path, stored size and sha256, record count."""
+
+    path: str
+    size: int
+    sha256: str
+    records: int
+
+
+def open_store(
+    location: str, storage_options: Mapping[str, Mapping[str, Any]] | None = None
+) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem and path of a store location, with the options for its protocol."""
+    protocol = fsspec.utils.get_protocol(location)
+    options = dict((storage_options or {}).get(protocol, {}))
+    with store_errors(f"opening store {location!r}"):
+        fs, path = fsspec.core.url_to_fs(location, **options)
+    return fs, path
+
+
+def free_space(fs: fsspec.AbstractFileSystem, path: str) -> int | None:
+    """Free bytes where *path* would be written, or None where that cannot be known."""
+    if not isinstance(fs, LocalFileSystem):
+        return None
+    probe = path
+    while probe and not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    return shutil.disk_usage(probe or ".").free
+
+
+class BackupWriter(Protocol):
+    """Writes one backup; `commit` writes the manifest last and makes the backup visible."""
+
+    location: str
+    compressed: bool
+
+    def write_records(self, member: str, lines: Iterable[bytes]) -> MemberInfo:
+        """Write a records member from its lines (called from one thread at a time)."""
+        ...
+
+    def write_blob(self, sha256: str, chunks: Iterable[bytes]) -> int:
+        """Write a blob member (thread-safe); return the bytes stored."""
+        ...
+
+    def commit(self, manifest: Mapping[str, Any]) -> None:
+        """Write the manifest, last, and move the backup into place."""
+        ...
+
+    def abort(self) -> None:
+        """Remove whatever this backup wrote; never raises."""
+        ...
+
+
+class _HashingWriter:
+    """Counts and hashes what goes through to a file."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self.file = file
+        self.size = 0
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> None:
+        self.file.write(data)
+        self.size += len(data)
+        self.digest.update(data)
+
+
+class FolderWriter:
+    """A backup as a folder of plain members on any fsspec store.
+
+    On a local disk the backup is written under a hidden temporary name and renamed into
+    place at commit. Object stores have no rename: members are written in place and the
+    manifest, written last, is what makes the backup complete.
+    """
+
+    compressed = False
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, path: str, location: str) -> None:
+        self.fs = fs
+        self.location = location
+        self._final = path
+        self._local = isinstance(fs, LocalFileSystem)
+        parent, base = posixpath.split(path)
+        self._root = posixpath.join(parent, f".{base}.partial") if self._local else path
+        self._made: set[str] = set()
+        self._lock = threading.Lock()
+        with store_errors(f"creating {location!r}"):
+            if fs.exists(path) or fs.exists(self._root):
+                raise FileExistsError(f"{location} already exists")
+            fs.makedirs(self._root, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"<FolderWriter {self.location!r}>"
+
+    def _open(self, member: str) -> IO[bytes]:
+        path = posixpath.join(self._root, member)
+        folder = posixpath.dirname(path)
+        with self._lock:
+            if folder not in self._made:
+                self.fs.makedirs(folder, exist_ok=True)
+                self._made.add(folder)
+        return self.fs.open(path, "wb")  # type: ignore[no-any-return]
+
+    def write_records(self, member: str, lines: Iterable[bytes]) -> MemberInfo:
+        count = 0
+        with store_errors(f"writing {member}"), self._open(member) as file:
+            out = _HashingWriter(file)
+            buffer = bytearray()
+            for line in lines:
+                buffer += line
+                count += 1
+                if len(buffer) >= CHUNK:
+                    out.write(bytes(buffer))
+                    buffer.clear()
+            out.write(bytes(buffer))
+        return MemberInfo(member, out.size, out.digest.hexdigest(), count)
+
+    def write_blob(self, sha256: str, chunks: Iterable[bytes]) -> int:
+        member = blob_member(sha256, compressed=False)
+        size = 0
+        try:
+            with store_errors(f"writing blob {sha256}"), self._open(member) as file:
+                for chunk in chunks:
+                    file.write(chunk)
+                    size += len(chunk)
+        except BaseException:
+            self._remove(posixpath.join(self._root, member))
+            raise
+        return size
+
+    def commit(self, manifest: Mapping[str, Any]) -> None:
+        data = json.dumps(manifest, ensure_ascii=False, indent=1).encode()
+        with store_errors(f"committing {self.location!r}"):
+            with self._open(MANIFEST) as file:
+                file.write(data)
+            if self._local:
+                os.replace(self._root, self._final)
+
+    def abort(self) -> None:
+        self._remove(self._root)
+
+    def _remove(self, path: str) -> None:
+        try:
+            if self.fs.exists(path):
+                self.fs.rm(path, recursive=True)
+        except Exception:
+            pass
+
+
+class BackupReader(Protocol):
+    """Reads one complete backup; every path and hash is checked."""
+
+    location: str
+    manifest: dict[str, Any]
+
+    def members(self) -> Iterator[str]:
+        """Every member path in the backup."""
+        ...
+
+    def exists(self, member: str) -> bool:
+        """Whether *member* is in the backup."""
+        ...
+
+    def open(self, member: str) -> IO[bytes]:
+        """The stored bytes of *member* (a ``.zst`` member is returned as stored)."""
+        ...
+
+    def close(self) -> None:
+        """Release the backup."""
+        ...
+
+
+class FolderReader:
+    """A backup folder on any fsspec store."""
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, path: str, location: str) -> None:
+        self.fs = fs
+        self.path = path.rstrip("/")
+        self.location = location
+        self.manifest = load_manifest(self, location)
+
+    def __repr__(self) -> str:
+        return f"<FolderReader {self.location!r}>"
+
+    def members(self) -> Iterator[str]:
+        with store_errors(f"listing {self.location!r}"):
+            for path in self.fs.find(self.path):
+                yield posixpath.relpath(self.fs._strip_protocol(path), self.path)
+
+    def exists(self, member: str) -> bool:
+        with store_errors(f"reading {member}"):
+            return bool(self.fs.isfile(self._path(member)))
+
+    def open(self, member: str) -> IO[bytes]:
+        with store_errors(f"reading {member}"):
+            return self.fs.open(self._path(member), "rb")  # type: ignore[no-any-return]
+
+    def _path(self, member: str) -> str:
+        check_member_path(member)
+        return posixpath.join(self.path, member)
+
+    def close(self) -> None:
+        return None
+
+
+def check_member_path(member: str) -> None:
+    """ArchiveError unless *member* is a relative path that stays inside the backup."""
+    if (
+        not member
+        or member.startswith(("/", "\\"))
+        or "\\" in member
+        or "\x00" in member
+        or re.match(r"^[A-Za-z]:", member)
+        or any(part in ("", ".", "..") for part in member.split("/"))
+    ):
+        raise ArchiveError(f"member path escapes the backup or is malformed: {member!r}")
+
+
+def load_manifest(reader: BackupReader, location: str) -> dict[str, Any]:
+    """Read and check the manifest; ArchiveError if the backup is not complete and valid."""
+    if not reader.exists(MANIFEST):
+        raise ArchiveError(f"{location}: no manifest.json, not a complete backup")
+    with reader.open(MANIFEST) as file:
+        raw = file.read()
+    try:
+        manifest = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ArchiveError(f"{location}: manifest.json is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise ArchiveError(f"{location}: manifest.json must hold an object")
+    if manifest.get("format") != FORMAT:
+        raise ArchiveError(
+            f"{location}: unsupported archive format {manifest.get('format')!r} "
+            f"(this version reads format {FORMAT})"
+        )
+    members = manifest.get("members")
+    if not isinstance(members, list):
+        raise ArchiveError(f"{location}: manifest.json has no members list")
+    return manifest
+
+
+ReaderFactory = Callable[[fsspec.AbstractFileSystem, str, str], BackupReader]
+
+
+def _open_one(fs: fsspec.AbstractFileSystem, path: str, location: str) -> BackupReader:
+    if path.endswith(".zip"):
+        from ._zip import ZipReader
+
+        return ZipReader(fs, path, location)
+    return FolderReader(fs, path, location)
+
+
+def open_backup_chain(
+    location: str, storage_options: Mapping[str, Mapping[str, Any]] | None = None
+) -> list[BackupReader]:
+    """The backups a restore from *location* applies, oldest first.
+
+    A backup folder or zip is restored alone. A task folder restores its newest complete
+    backup and, when that is an increment, the backups it follows back to a full one.
+    """
+    fs, path = open_store(location, storage_options)
+    path = path.rstrip("/")
+    with store_errors(f"reading {location!r}"):
+        is_dir = fs.isdir(path)
+        if path.endswith(".zip") or (is_dir and fs.isfile(posixpath.join(path, MANIFEST))):
+            if not is_dir and not fs.exists(path):
+                raise ArchiveError(f"no backup at {location!r}")
+            return [_open_one(fs, path, location)]
+        if not is_dir:
+            raise ArchiveError(f"no backup at {location!r}")
+        candidates = sorted(
+            (posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False)),
+            key=lambda name: m["stamp"] if (m := BACKUP_NAME.match(name)) else "",
+            reverse=True,
+        )
+    complete: dict[str, BackupReader] = {}
+    newest: BackupReader | None = None
+    for name in candidates:
+        if not BACKUP_NAME.match(name):
+            continue
+        try:
+            reader = _open_one(fs, posixpath.join(path, name), f"{location.rstrip('/')}/{name}")
+        except ArchiveError:
+            continue  # incomplete or damaged: not a backup to restore from
+        complete[name.removesuffix(".zip")] = reader
+        newest = newest or reader
+    if newest is None:
+        raise ArchiveError(f"no complete backup in {location!r}")
+    chain = [newest]
+    while (follows := chain[-1].manifest.get("follows")) is not None:
+        previous = complete.get(str(follows))
+        if previous is None:
+            raise ArchiveError(
+                f"{chain[-1].location} is an increment of {follows!r}, "
+                "which is missing or incomplete"
+            )
+        chain.append(previous)
+    for reader in complete.values():
+        if reader not in chain:
+            reader.close()
+    return chain[::-1]

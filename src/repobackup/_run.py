@@ -1,0 +1,660 @@
+"""One run of a task: the backup and restore pipelines behind `Engine.execute`.
+
+Records stream through in batches; blobs copy in chunks on a pool, with a bounded number in
+flight, so memory stays flat however large the repository is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import posixpath
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from datetime import datetime, timedelta
+from typing import IO, TYPE_CHECKING, Any
+
+import attrs
+import zstandard
+
+from ._archive import (
+    CHUNK,
+    FORMAT,
+    STAMP_FORMAT,
+    BackupReader,
+    BackupWriter,
+    FolderWriter,
+    blob_member,
+    free_space,
+    line_to_record,
+    open_backup_chain,
+    open_store,
+    record_member,
+    record_to_line,
+)
+from ._backend import Outcome, Record, Scope, Source, Target
+from ._json import to_json
+from ._model import BackupTask, ErrorStrategy, RunCounts, RunError, TaskState
+from ._select import select
+from .exceptions import (
+    ArchiveError,
+    InsufficientSpaceError,
+    RepoBackupError,
+    ValidationError,
+    backend_errors,
+    store_errors,
+)
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+
+__all__ = ["FastFail", "Progress", "RunState", "run_backup", "run_restore"]
+
+_package = "repobackup"
+
+MAX_ERRORS = 100
+BATCH = 500
+PROGRESS_EVERY = 0.25  # seconds between progress events
+
+
+@attrs.frozen
+class Progress:
+    """A progress event: what phase a run is in and how far it got (totals where known)."""
+
+    task_id: str
+    phase: str  # "estimate", "records", "blobs", "commit", "restore", "done"
+    records: int
+    bytes: int
+    total_bytes: int | None = None
+
+
+class FastFail(RepoBackupError):
+    """Stops a FAST_FAIL run at its first error (the error itself is in the summary)."""
+
+
+class RunState:
+    """The mutable tally of one run, shared by the pipeline and its blob workers."""
+
+    def __init__(
+        self,
+        task: BackupTask,
+        on_progress: Callable[[Progress], None] | None,
+    ) -> None:
+        assert task.id is not None
+        self.task = task
+        self.task_id = task.id
+        self.fast_fail = task.backup_setting.error_strategy is ErrorStrategy.FAST_FAIL
+        self.counts: dict[str, int] = dict.fromkeys(attrs.fields_dict(RunCounts), 0)
+        self.errors: list[RunError] = []
+        self.errors_dropped = 0
+        self.notes: list[str] = []
+        self.total_bytes: int | None = None
+        self.since: datetime | None = None
+        self.phase = "records"
+        self._lock = threading.Lock()
+        self._on_progress = on_progress
+        self._last_progress = 0.0
+
+    def add(self, **amounts: int) -> None:
+        with self._lock:
+            for name, amount in amounts.items():
+                self.counts[name] += amount
+        self.progress()
+
+    def fail(self, scope: str, key: str, message: str) -> None:
+        """Record one failure; under FAST_FAIL, stop the run."""
+        with self._lock:
+            if len(self.errors) < MAX_ERRORS:
+                self.errors.append(RunError(scope, key, message))
+            else:
+                self.errors_dropped += 1
+        if self.fast_fail:
+            raise FastFail(f"stopped at the first error (FAST_FAIL): {scope} {key}: {message}")
+
+    def progress(self, phase: str | None = None, *, force: bool = False) -> None:
+        if phase is not None:
+            self.phase = phase
+        if self._on_progress is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_progress < PROGRESS_EVERY:
+            return
+        self._last_progress = now
+        done = self.counts["records_written"] + self.counts["records_skipped"]
+        self._on_progress(
+            Progress(self.task_id, self.phase, done, self.counts["bytes_read"], self.total_bytes)
+        )
+
+    def frozen_counts(self) -> RunCounts:
+        return RunCounts(**self.counts)
+
+
+class _VerifiedChunks:
+    """Chunks of a blob, hashed on the way; raises at the end if they do not match."""
+
+    def __init__(self, file: IO[bytes], sha256: str, what: str) -> None:
+        self.file = file
+        self.sha256 = sha256
+        self.what = what
+        self.size = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        digest = hashlib.sha256()
+        while chunk := self.file.read(CHUNK):
+            digest.update(chunk)
+            self.size += len(chunk)
+            yield chunk
+        if digest.hexdigest() != self.sha256:
+            raise ArchiveError(
+                f"{self.what}: content does not match its sha256 {self.sha256} "
+                f"(got {digest.hexdigest()})"
+            )
+
+
+class _BlobPump:
+    """Runs blob copies on an executor with a bounded number in flight."""
+
+    def __init__(self, run: RunState, executor: Executor, limit: int) -> None:
+        self.run = run
+        self.executor = executor
+        self.limit = max(1, limit)
+        self.pending: deque[tuple[str, Future[Any]]] = deque()
+
+    def submit(self, key: str, job: Callable[..., Any], *args: Any) -> None:
+        while len(self.pending) >= self.limit:
+            self._reap_one()
+        self.pending.append((key, self.executor.submit(job, *args)))
+
+    def _reap_one(self) -> None:
+        key, future = self.pending.popleft()
+        try:
+            future.result()
+        except FastFail:
+            raise
+        except Exception as exc:
+            self.run.add(blobs_failed=1)
+            self.run.fail("blob", key, _reason(exc))
+
+    def drain(self) -> None:
+        while self.pending:
+            self._reap_one()
+
+    def cancel(self) -> None:
+        for _, future in self.pending:
+            future.cancel()
+        for _, future in self.pending:
+            if not future.cancelled():
+                with contextlib.suppress(BaseException):
+                    future.result()
+        self.pending.clear()
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, RepoBackupError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _SeenBlobs:
+    """The blobs a backup already holds, on disk in a temporary SQLite table: memory stays
+    flat with a million distinct blobs."""
+
+    def __init__(self) -> None:
+        self._db = sqlite3.connect("", check_same_thread=False)
+        self._db.execute("CREATE TABLE seen (sha BLOB PRIMARY KEY) WITHOUT ROWID")
+
+    def add(self, sha256: str) -> bool:
+        """Record *sha256*; True when it was not seen before."""
+        cursor = self._db.execute("INSERT OR IGNORE INTO seen VALUES (?)", (bytes.fromhex(sha256),))
+        return cursor.rowcount == 1
+
+    def close(self) -> None:
+        self._db.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Backup
+
+
+def _scopes(source: Source, task: BackupTask) -> list[Scope]:
+    scopes = [Scope()] if task.content.common_data else []
+    if task.content.projects:
+        with backend_errors("listing projects and repositories"):
+            tree = select(task.content.projects, source.projects(), source.repositories)
+        for project, repos in tree.items():
+            scopes.append(Scope(project))
+            scopes.extend(Scope(project, repo) for repo in repos)
+    return scopes
+
+
+def _estimate(source: Source, scopes: list[Scope], since: datetime | None) -> int:
+    """An upper bound of the bytes a backup writes: document lines plus blob sizes."""
+    total = 0
+    for scope in scopes:
+        with backend_errors(f"estimating {scope}"):
+            for collection in source.collections(scope):
+                for record in source.records(scope, collection, since=since):
+                    total += 256 + len(record.key) + record.size
+    return total
+
+
+def _copy_blob(source: Source, writer: BackupWriter, sha256: str, run: RunState) -> None:
+    with backend_errors(f"opening blob {sha256}"):
+        file = source.open_blob(sha256)
+    with file:
+        chunks = _VerifiedChunks(file, sha256, f"source blob {sha256}")
+        written = writer.write_blob(sha256, chunks)
+    run.add(blobs_written=1, bytes_read=chunks.size, bytes_written=written)
+
+
+def default_since(
+    engine: Engine, task: BackupTask, started: datetime
+) -> tuple[datetime, str | None]:
+    """The since time of an incremental backup and the backup it follows (DESIGN section 3)."""
+    assert task.id is not None
+    previous = next(
+        (
+            run
+            for run in engine.tasks.runs(task.id)
+            if run.state is TaskState.FINISHED and run.location and not run.errors
+        ),
+        None,
+    )
+    follows = _backup_name(previous.location) if previous and previous.location else None
+    if task.content.increment_date is not None:
+        return task.content.increment_date, follows
+    if previous is not None:
+        return previous.started, follows
+    day_before = (started.astimezone(engine.tz) - timedelta(days=1)).date()
+    return datetime.combine(day_before, datetime.min.time(), tzinfo=engine.tz), follows
+
+
+def _backup_name(location: str) -> str:
+    return posixpath.basename(location.rstrip("/")).removesuffix(".zip")
+
+
+def run_backup(engine: Engine, task: BackupTask, run: RunState, started: datetime) -> str:
+    """Back up what *task* selects; return the location of the complete backup."""
+    source = engine.source
+    since: datetime | None = None
+    follows: str | None = None
+    if task.content.increment:
+        since, follows = default_since(engine, task, started)
+    run.since = since
+    scopes = _scopes(source, task)
+
+    fs, base = open_store(task.store_location, engine.storage_options)
+    task_dir = posixpath.join(base.rstrip("/"), task.name)
+    stamp = started.astimezone(engine.tz)
+    while True:
+        name = f"{task.name}-{stamp.strftime(STAMP_FORMAT)}"
+        suffix = ".zip" if task.content.compression else ""
+        path = posixpath.join(task_dir, name + suffix)
+        with store_errors(f"checking {path}"):
+            taken = fs.exists(path) or fs.exists(
+                posixpath.join(task_dir, f".{name}{suffix}.partial")
+            )
+        if not taken:
+            break
+        stamp += timedelta(seconds=1)  # two runs in one second: the later one takes the next
+    location = _join_location(task.store_location, f"{task.name}/{name}{suffix}")
+
+    if task.backup_setting.space_cap_check:
+        run.progress("estimate", force=True)
+        needed = _estimate(source, scopes, since)
+        run.total_bytes = needed
+        available = free_space(fs, task_dir)
+        if available is None:
+            run.notes.append(
+                f"free space at {task.store_location!r} cannot be known on this store; "
+                f"the run needs up to {needed} bytes"
+            )
+        elif needed > available:
+            raise InsufficientSpaceError(task.store_location, needed, available)
+
+    writer: BackupWriter
+    if task.content.compression:
+        from ._zip import ZipWriter
+
+        writer = ZipWriter(fs, path, location, workers=engine.max_workers)
+    else:
+        writer = FolderWriter(fs, path, location)
+
+    seen = _SeenBlobs()
+    pool: Executor = ThreadPoolExecutor(engine.max_workers, thread_name_prefix="repobackup-blob")
+    pump = _BlobPump(run, pool, engine.max_workers * 4)
+    members: list[dict[str, Any]] = []
+    tree: dict[str, list[str]] = {}
+    try:
+        run.progress("records", force=True)
+        for scope in scopes:
+            if scope.project_id is not None:
+                repos = tree.setdefault(scope.project_id, [])
+                if scope.repo_name is not None:
+                    repos.append(scope.repo_name)
+            with backend_errors(f"listing collections of {scope}"):
+                collections = sorted(source.collections(scope))
+            for collection in collections:
+                member = record_member(scope, collection, compressed=writer.compressed)
+                tally = {"tombstones": 0}
+                lines = _backup_lines(
+                    source,
+                    writer,
+                    scope,
+                    collection,
+                    since=since,
+                    run=run,
+                    seen=seen,
+                    pump=pump,
+                    tally=tally,
+                )
+                info = writer.write_records(member, lines)
+                if info.records == 0 and since is not None:
+                    pass  # an empty member still says the collection had no changes
+                members.append(
+                    {
+                        "path": info.path,
+                        "projectId": scope.project_id,
+                        "repoName": scope.repo_name,
+                        "collection": collection,
+                        "records": info.records,
+                        "tombstones": tally["tombstones"],
+                        "size": info.size,
+                        "sha256": info.sha256,
+                    }
+                )
+        run.progress("blobs", force=True)
+        pump.drain()
+        run.progress("commit", force=True)
+        failed_blobs = [e.key for e in run.errors if e.scope == "blob"]
+        manifest = {
+            "format": FORMAT,
+            "generator": f"{_package} {_version()}",
+            "taskId": task.id,
+            "name": name,
+            "taskName": task.name,
+            "created": started.isoformat(),
+            "completed": engine.now().isoformat(),
+            "kind": "incremental" if since is not None else "full",
+            "since": since.isoformat() if since is not None else None,
+            "follows": follows if since is not None else None,
+            "compression": task.content.compression,
+            "commonData": task.content.common_data,
+            "content": to_json(task.content),
+            "projects": tree,
+            "members": members,
+            "blobs": {
+                "count": run.counts["blobs_written"],
+                "bytes": run.counts["bytes_read"],
+                "failed": failed_blobs,
+            },
+        }
+        writer.commit(manifest)
+    except BaseException:
+        pump.cancel()
+        writer.abort()
+        raise
+    finally:
+        pool.shutdown(wait=True)
+        seen.close()
+    return location
+
+
+def _backup_lines(
+    source: Source,
+    writer: BackupWriter,
+    scope: Scope,
+    collection: str,
+    *,
+    since: datetime | None,
+    run: RunState,
+    seen: _SeenBlobs,
+    pump: _BlobPump,
+    tally: dict[str, int],
+) -> Iterator[bytes]:
+    with backend_errors(f"reading {collection} of {scope}"):
+        records = source.records(scope, collection, since=since)
+        for record in records:
+            key = _record_key(record)
+            try:
+                line = record_to_line(record)
+            except (TypeError, ValueError) as exc:
+                run.add(records_failed=1)
+                run.fail("record", key, f"document is not JSON: {exc}")
+                continue
+            if record.deleted:
+                tally["tombstones"] += 1
+            elif record.blob is not None:
+                if seen.add(record.blob):
+                    pump.submit(record.blob, _copy_blob, source, writer, record.blob, run)
+                else:
+                    run.add(blobs_reused=1)
+            run.add(records_written=1)
+            yield line
+
+
+def _record_key(record: Record) -> str:
+    parts = [p for p in (record.project_id, record.repo_name, record.collection) if p is not None]
+    return "/".join([*parts, record.key])
+
+
+def _join_location(store_location: str, tail: str) -> str:
+    separator = "" if store_location.endswith(("/", "\\")) else "/"
+    return f"{store_location}{separator}{tail}"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(_package)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+# --------------------------------------------------------------------------------------------
+# Restore
+
+
+def run_restore(engine: Engine, task: BackupTask, run: RunState) -> str:
+    """Restore what *task* selects from the backup(s) at its store location."""
+    target = engine.target
+    if target is None:
+        raise ValidationError("this engine has no target to restore into")
+    chain = open_backup_chain(task.store_location, engine.storage_options)
+    if len(chain) > 1:
+        run.notes.append(
+            "restored the chain " + " → ".join(_backup_name(r.location) for r in chain)
+        )
+    pool = ThreadPoolExecutor(engine.max_workers, thread_name_prefix="repobackup-restore")
+    try:
+        for reader in chain:
+            _Restore(target, task, reader, run, pool).run()
+    finally:
+        pool.shutdown(wait=True)
+        for reader in chain:
+            reader.close()
+    return chain[-1].location
+
+
+def _manifest_tree(reader: BackupReader) -> dict[str, list[str]]:
+    tree = reader.manifest.get("projects")
+    if not isinstance(tree, dict) or not all(
+        isinstance(k, str) and isinstance(v, list) and all(isinstance(r, str) for r in v)
+        for k, v in tree.items()
+    ):
+        raise ArchiveError(f"{reader.location}: manifest.json has a malformed projects map")
+    return tree
+
+
+def _member_scope(reader: BackupReader, entry: Any, compressed: bool) -> tuple[Scope, str]:
+    if not isinstance(entry, dict):
+        raise ArchiveError(f"{reader.location}: a manifest member must be an object")
+    project, repo, collection = (
+        entry.get("projectId"),
+        entry.get("repoName"),
+        entry.get("collection"),
+    )
+    if not (
+        isinstance(collection, str)
+        and (project is None or isinstance(project, str))
+        and (repo is None or isinstance(repo, str))
+        and (project is not None or repo is None)
+    ):
+        raise ArchiveError(f"{reader.location}: malformed manifest member {entry!r:.200}")
+    scope = Scope(project, repo)
+    try:
+        expected = record_member(scope, collection, compressed=compressed)
+    except ValueError as exc:
+        raise ArchiveError(f"{reader.location}: malformed manifest member: {exc}") from None
+    if entry.get("path") != expected:
+        raise ArchiveError(
+            f"{reader.location}: manifest member {entry.get('path')!r} should be {expected!r}"
+        )
+    return scope, collection
+
+
+def _open_member(reader: BackupReader, member: str) -> IO[bytes]:
+    raw = reader.open(member)
+    if member.endswith(".zst"):
+        return zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
+    return raw
+
+
+def _check_member_hash(reader: BackupReader, entry: Mapping[str, Any]) -> None:
+    """Hash a records member before anything from it is written (nothing is trusted)."""
+    digest = hashlib.sha256()
+    size = 0
+    with store_errors(f"reading {entry['path']}"), reader.open(entry["path"]) as file:
+        while chunk := file.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    if digest.hexdigest() != entry.get("sha256") or size != entry.get("size"):
+        raise ArchiveError(
+            f"{reader.location}: member {entry['path']} does not match the manifest "
+            f"(sha256 or size differs): corrupt or altered"
+        )
+
+
+def _restore_records(
+    reader: BackupReader, member: str, scope: Scope, collection: str, run: RunState
+) -> Iterator[Record]:
+    with store_errors(f"reading {member}"), _open_member(reader, member) as raw:
+        stream = io.BufferedReader(raw, CHUNK)  # type: ignore[type-var]
+        for number, line in enumerate(stream, start=1):
+            where = f"{member}:{number}"
+            try:
+                yield line_to_record(line, where, scope, collection)
+            except ArchiveError as exc:
+                run.add(records_failed=1)
+                run.fail("record", where, exc.message)
+
+
+def _batches(records: Iterable[Record]) -> Iterator[list[Record]]:
+    batch: list[Record] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) >= BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class _Restore:
+    """Restores one backup: records in batches, each batch's missing blobs first."""
+
+    def __init__(
+        self, target: Target, task: BackupTask, reader: BackupReader, run: RunState, pool: Executor
+    ) -> None:
+        self.target = target
+        self.task = task
+        self.reader = reader
+        self.run_state = run
+        self.pool = pool
+        self.compressed = bool(reader.manifest.get("compression"))
+        blobs = reader.manifest.get("blobs")
+        failed = blobs.get("failed") if isinstance(blobs, dict) else None
+        self.failed_blobs = {sha for sha in failed or () if isinstance(sha, str)}
+
+    def run(self) -> None:
+        tree = _manifest_tree(self.reader)
+        content = self.task.content
+        wanted = select(content.projects, tree, lambda p: tree[p]) if content.projects else {}
+        for entry in self.reader.manifest["members"]:
+            scope, collection = _member_scope(self.reader, entry, self.compressed)
+            if scope.project_id is None:
+                if not content.common_data:
+                    continue
+            elif scope.project_id not in wanted or (
+                scope.repo_name is not None and scope.repo_name not in wanted[scope.project_id]
+            ):
+                continue
+            _check_member_hash(self.reader, entry)
+            records = _restore_records(
+                self.reader, entry["path"], scope, collection, self.run_state
+            )
+            for batch in _batches(records):
+                self.batch(batch)
+
+    def blob(self, sha256: str) -> None:
+        reader = self.reader
+        member = blob_member(sha256, compressed=False)
+        if self.compressed and not reader.exists(member):
+            member = blob_member(sha256, compressed=True)
+        if not reader.exists(member):
+            raise ArchiveError(f"blob {sha256} is missing from the backup")
+        with store_errors(f"reading {member}"), _open_member(reader, member) as file:
+            chunks = _VerifiedChunks(file, sha256, f"{reader.location}: {member}")
+            with backend_errors(f"writing blob {sha256}"):
+                written = self.target.write_blob(sha256, chunks)
+        self.run_state.add(blobs_written=1, bytes_read=chunks.size, bytes_written=written)
+
+    def batch(self, batch: list[Record]) -> None:
+        run = self.run_state
+        needed = sorted({r.blob for r in batch if r.blob is not None and not r.deleted})
+        jobs: dict[str, Future[None]] = {}
+        bad: set[str] = set()
+        for sha in needed:
+            if sha in self.failed_blobs:
+                bad.add(sha)
+                run.add(blobs_failed=1)
+                run.fail(
+                    "blob", sha, "the backup recorded this blob as failed; it was never stored"
+                )
+                continue
+            with backend_errors(f"checking blob {sha}"):
+                present = self.target.has_blob(sha)
+            if present:
+                run.add(blobs_reused=1)
+                continue
+            jobs[sha] = self.pool.submit(self.blob, sha)
+        for sha, future in jobs.items():
+            try:
+                future.result()
+            except FastFail:
+                raise
+            except Exception as exc:
+                bad.add(sha)
+                run.add(blobs_failed=1)
+                run.fail("blob", sha, _reason(exc))
+        keep = []
+        for record in batch:
+            if record.blob in bad and not record.deleted:
+                run.add(records_failed=1)
+                run.fail(
+                    "record", _record_key(record), f"not restored: its blob {record.blob} failed"
+                )
+            else:
+                keep.append(record)
+        if not keep:
+            return
+        with backend_errors(f"writing {len(keep)} records"):
+            outcomes = self.target.apply(keep, self.task.backup_setting.conflict_strategy)
+        written = sum(1 for o in outcomes if o is Outcome.WRITTEN)
+        run.add(records_written=written, records_skipped=len(outcomes) - written)
