@@ -14,7 +14,7 @@ from typing import Any
 
 from ._backend import Source, Target
 from ._ids import TASK_ID, new_task_id
-from ._json import from_json, to_json
+from ._json import from_json, parse_new_task, to_json
 from ._model import (
     BackupTask,
     ExecutionStrategy,
@@ -85,7 +85,7 @@ class Engine:
         """Validate and store a new task; return its id. Raise ValidationError listing every
         problem. Fields the engine owns (id, state, dates, lastRun) are set here."""
         data = to_json(task) if isinstance(task, BackupTask) else task
-        parsed = from_json(BackupTask, data, tz=self.tz)
+        parsed = parse_new_task(data, tz=self.tz)
         now = self.now()
         who = user or self.user
         created = BackupTask(

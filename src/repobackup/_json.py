@@ -24,10 +24,10 @@ from ._model import (
     TaskState,
     TaskType,
 )
-from ._time import naive_zone, parse_datetime
+from ._time import format_datetime, naive_zone, parse_datetime
 from .exceptions import Problem, ValidationError
 
-__all__ = ["converter", "from_json", "to_json"]
+__all__ = ["converter", "from_json", "parse_new_task", "to_json"]
 
 T = TypeVar("T")
 
@@ -86,7 +86,7 @@ def _structure_datetime(value: Any, _: Any) -> datetime:
 
 
 converter.register_structure_hook(datetime, _structure_datetime)
-converter.register_unstructure_hook(datetime, lambda value: value.isoformat())
+converter.register_unstructure_hook(datetime, format_datetime)
 
 
 def _enum_hook(cls: type[enum.Enum]) -> Any:
@@ -249,6 +249,15 @@ def from_json(cls: type[T], data: Any, *, tz: tzinfo | None = None) -> T:
     Times without an offset are read in *tz* (default: the machine's local zone). For a
     `BackupTask` the behaviour rules (safe name, patterns, cron, schedule) are checked too.
     """
+    return _structure(cls, data, tz=tz, creating=False)
+
+
+def parse_new_task(data: Any, *, tz: tzinfo | None = None) -> BackupTask:
+    """A task about to be created: `from_json` plus the rules only creation has (a name)."""
+    return _structure(BackupTask, data, tz=tz, creating=True)
+
+
+def _structure(cls: type[T], data: Any, *, tz: tzinfo | None, creating: bool) -> T:
     problems: list[Problem] = []
     result: Any = None
     with naive_zone(tz):
@@ -259,7 +268,9 @@ def from_json(cls: type[T], data: Any, *, tz: tzinfo | None = None) -> T:
         if cls is BackupTask:
             from ._validate import task_problems
 
-            problems.extend(p for p in task_problems(data) if p not in problems)
+            problems.extend(
+                p for p in task_problems(data, creating=creating) if p not in problems
+            )
     if problems:
         raise ValidationError(problems)
     return typing.cast(T, result)

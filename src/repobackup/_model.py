@@ -160,11 +160,15 @@ class RunSummary:
 
 @attrs.frozen
 class BackupTask:
-    """A backup or restore task as the API creates, stores and lists it."""
+    """A backup or restore task as the API creates, stores and lists it.
 
-    name: str
+    *name* is required when a task is created; it defaults to "" only so that a listed
+    record without it (as the spec's own listing example shows) can still be read.
+    """
+
     store_location: str
     content: BackupContent
+    name: str = ""
     id: str | None = None
     type: TaskType = TaskType.DATA_BACKUP
     backup_setting: BackupSetting = attrs.Factory(BackupSetting)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime, time, timezone, tzinfo
 
-__all__ = ["local_zone", "naive_zone", "parse_datetime", "utcnow"]
+__all__ = ["format_datetime", "local_zone", "naive_zone", "parse_datetime", "utcnow"]
 
 _NAIVE_ZONE: contextvars.ContextVar[tzinfo | None] = contextvars.ContextVar(
     "repobackup_naive_zone", default=None
@@ -60,3 +60,10 @@ def parse_datetime(value: str) -> datetime:
 def utcnow() -> datetime:
     """Now, aware, in UTC."""
     return datetime.now(timezone.utc)
+
+
+def format_datetime(value: datetime) -> str:
+    """ISO 8601 with offset; milliseconds when that loses nothing (as Java servers write)."""
+    if value.microsecond and value.microsecond % 1000 == 0:
+        return value.isoformat(timespec="milliseconds")
+    return value.isoformat()

@@ -47,11 +47,16 @@ def _get(data: Any, key: str) -> Any:
     return data.get(key) if isinstance(data, Mapping) else None
 
 
-def task_problems(data: Any) -> list[Problem]:
-    """Every rule the raw task JSON breaks (type errors are the converter's to report)."""
+def task_problems(data: Any, *, creating: bool = False) -> list[Problem]:
+    """Every rule the raw task JSON breaks (type errors are the converter's to report).
+
+    *creating* adds the rules of a new task: a name is required.
+    """
     problems: list[Problem] = []
     if not isinstance(data, Mapping):
         return problems
+    if creating and "name" not in data:
+        problems.append(Problem("$.name", "required field missing"))
 
     name = data.get("name")
     if isinstance(name, str) and (why := name_problem(name)):
