@@ -1,0 +1,635 @@
+"""`make_app`: a plain WSGI application serving the spec's three endpoints and their OpenAPI
+document; `bearer_token_authorizer`: the shared-token check `repobackup serve` uses."""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import http
+import json
+import logging
+import re
+import types
+import typing
+import unicodedata
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import parse_qsl
+
+import attrs
+
+from .. import _model
+from .._ids import TASK_ID
+from .._json import to_json
+from .._taskstore import MAX_PAGE_SIZE
+from ..exceptions import Problem
+from .json import (
+    DEFAULT_PAGE_NUMBER,
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_NUMBER,
+    METHOD_NOT_ALLOWED,
+    PARAMETER_INVALID,
+    PARAMETER_MISSING,
+    REQUEST_NOT_JSON,
+    SUCCESS,
+    SYSTEM_ERROR,
+    TASK_NOT_FOUND,
+    TASK_RUNNING,
+    UNAUTHORIZED,
+    URL_NOT_FOUND,
+    Envelope,
+    JsonApi,
+    envelope,
+    problem_envelope,
+)
+
+if TYPE_CHECKING:
+    from wsgiref.types import StartResponse, WSGIEnvironment
+
+    from .._engine import Engine
+
+__all__ = [
+    "MAX_BODY",
+    "Authorize",
+    "bearer_token_authorizer",
+    "http_status",
+    "make_app",
+    "openapi_document",
+]
+
+logger = logging.getLogger("repobackup")
+
+Authorize = Callable[["WSGIEnvironment"], str]
+"""Who is calling: takes the WSGI environ, returns the user name, raises to refuse."""
+
+MAX_BODY: Final = 1 << 20
+"""Largest request body read (bytes); a task is a few hundred bytes, so this is generous."""
+
+BASE: Final = "/job/api/job/backup"
+_EXECUTE = re.compile(r"(?:/job)?/api/job/backup/execute/([^/]+)")
+_MAX_USER = 128
+_MAX_QUERY_FIELDS = 50
+
+_STATUS: Final = {
+    SUCCESS: 200,
+    PARAMETER_MISSING: 400,
+    PARAMETER_INVALID: 400,
+    REQUEST_NOT_JSON: 400,
+    UNAUTHORIZED: 401,
+    TASK_NOT_FOUND: 404,
+    URL_NOT_FOUND: 404,
+    METHOD_NOT_ALLOWED: 405,
+    TASK_RUNNING: 409,
+    SYSTEM_ERROR: 500,
+}
+
+_JSON_HEADERS: Final = [
+    ("Content-Type", "application/json; charset=utf-8"),
+    # Task listings name storage locations and users: no cache should keep them.
+    ("Cache-Control", "no-store"),
+    ("X-Content-Type-Options", "nosniff"),
+]
+
+
+def http_status(code: int) -> int:
+    """The HTTP status that goes with an envelope *code* (500 for codes it does not know,
+    such as the library's own 2509xx failures of a store or backend)."""
+    return _STATUS.get(code, 500)
+
+
+class _Refusal(Exception):
+    """A request answered before it reaches an endpoint (401, 404, 405, 413, bad header)."""
+
+    def __init__(self, status: int, body: Envelope, headers: Iterable[tuple[str, str]] = ()):
+        super().__init__(body["message"])
+        self.status = status
+        self.body = body
+        self.headers = list(headers)
+
+
+def _unauthorized() -> _Refusal:
+    # Same words whatever went wrong, so a caller learns nothing about what exists.
+    return _Refusal(
+        401,
+        envelope(UNAUTHORIZED, "authentication required"),
+        [("WWW-Authenticate", 'Bearer realm="repobackup"')],
+    )
+
+
+def _wsgi_text(value: str) -> str:
+    # WSGI hands header and path bytes over as latin-1 text; clients send UTF-8.
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value
+
+
+def _valid_user(name: str) -> bool:
+    return 0 < len(name) <= _MAX_USER and not any(
+        unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in name
+    )
+
+
+def _header_user(environ: WSGIEnvironment) -> str | None:
+    """The X-BKREPO-UID header, as the repository server's gateway sets it; None if absent,
+    PermissionError if it cannot be a user name."""
+    raw = environ.get("HTTP_X_BKREPO_UID")
+    if raw is None or not raw.strip():
+        return None
+    name = _wsgi_text(raw).strip()
+    if not _valid_user(name):
+        raise PermissionError("X-BKREPO-UID is not a valid user name")
+    return name
+
+
+def bearer_token_authorizer(token: str) -> Authorize:
+    """An `Authorize` that admits requests carrying ``Authorization: Bearer <token>``; the user
+    is the X-BKREPO-UID header when present, else ``"admin"``. Refusals raise PermissionError."""
+    if not isinstance(token, str) or not token.strip():
+        raise ValueError("the bearer token must be a non-empty string")
+    expected = token.encode("utf-8")
+
+    def authorize(environ: WSGIEnvironment) -> str:
+        scheme, _, credentials = str(environ.get("HTTP_AUTHORIZATION", "")).partition(" ")
+        try:
+            given = credentials.strip().encode("latin-1")
+        except UnicodeEncodeError:
+            given = b""
+        # compare_digest takes as long for a near miss as for a far one.
+        matched = hmac.compare_digest(given, expected)
+        if scheme.lower() != "bearer" or not matched:
+            raise PermissionError("missing or wrong bearer token")
+        return _header_user(environ) or "admin"
+
+    return authorize
+
+
+def _read_body(environ: WSGIEnvironment, limit: int) -> bytes:
+    stream = environ["wsgi.input"]
+    raw = str(environ.get("CONTENT_LENGTH") or "").strip()
+    if not raw:
+        # Without a length only a server that marks its input as terminated (chunked
+        # requests) may be read to the end; anything else has no body.
+        if not environ.get("wsgi.input_terminated"):
+            return b""
+        data: bytes = stream.read(limit + 1)
+        if len(data) > limit:
+            raise _too_large(limit)
+        return data
+    if not raw.isascii() or not raw.isdigit():
+        raise _Refusal(
+            400,
+            problem_envelope([Problem("Content-Length", "expected a non-negative integer")]),
+        )
+    length = int(raw)
+    if length > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    remaining = length
+    while remaining > 0:
+        chunk = stream.read(remaining)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> _Refusal:
+    return _Refusal(
+        413, envelope(PARAMETER_INVALID, f"request body is too large: at most {limit} bytes")
+    )
+
+
+def _query(environ: WSGIEnvironment) -> dict[str, str]:
+    """The query parameters by name, each decoded as UTF-8; a name given twice is refused."""
+    try:
+        pairs = parse_qsl(
+            str(environ.get("QUERY_STRING", "")),
+            keep_blank_values=True,
+            encoding="latin-1",
+            max_num_fields=_MAX_QUERY_FIELDS,
+        )
+    except ValueError:
+        raise _Refusal(
+            400, problem_envelope([Problem("query", "too many query parameters")])
+        ) from None
+    params: dict[str, str] = {}
+    problems: list[Problem] = []
+    for raw_name, raw_value in pairs:
+        name = _wsgi_text(raw_name)
+        try:
+            value = raw_value.encode("latin-1").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            problems.append(Problem(name[:50], "not valid UTF-8"))
+            continue
+        if name in params:
+            problems.append(Problem(name[:50], "given more than once"))
+        params[name] = value
+    if problems:
+        raise _Refusal(400, problem_envelope(problems))
+    return params
+
+
+class _App:
+    """The WSGI callable `make_app` returns."""
+
+    def __init__(self, engine: Engine, authorize: Authorize | None, max_body: int) -> None:
+        self.api = JsonApi(engine)
+        self._authorize = authorize
+        self._max_body = max_body
+        self._openapi = json.dumps(openapi_document(), indent=2).encode("utf-8")
+
+    def __repr__(self) -> str:
+        return f"<repobackup WSGI app engine={self.api.engine!r}>"
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        """Answer one request: authorize, route, call the endpoint, send the envelope."""
+        headers: list[tuple[str, str]] = []
+        try:
+            user = self._user(environ)
+            status, payload = self._dispatch(environ, user)
+        except _Refusal as refusal:
+            status, payload, headers = refusal.status, refusal.body, refusal.headers
+        except Exception as exc:
+            trace_id = envelope()["traceId"]
+            logger.error("request failed unexpectedly (traceId %s)", trace_id, exc_info=exc)
+            status = 500
+            payload = envelope(
+                SYSTEM_ERROR,
+                f"system error; the server log has the details under traceId {trace_id}",
+                trace_id=trace_id,
+            )
+        if isinstance(payload, bytes):
+            body = payload
+        else:
+            body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        start_response(
+            f"{status} {http.HTTPStatus(status).phrase}",
+            [*_JSON_HEADERS, ("Content-Length", str(len(body))), *headers],
+        )
+        return [body]
+
+    def _user(self, environ: WSGIEnvironment) -> str:
+        if self._authorize is None:
+            try:
+                return _header_user(environ) or "anonymous"
+            except PermissionError:
+                raise _unauthorized() from None
+        try:
+            user = self._authorize(environ)
+        except PermissionError:
+            raise _unauthorized() from None
+        except Exception as exc:
+            # A refusal that is not a PermissionError may be a fault of the hook itself.
+            logger.warning(
+                "authorize hook raised %s; answering 401", type(exc).__name__, exc_info=exc
+            )
+            raise _unauthorized() from None
+        if not isinstance(user, str) or not _valid_user(user):
+            logger.warning(
+                "authorize hook returned a %s, not a user name; answering 401", type(user).__name__
+            )
+            raise _unauthorized()
+        return user
+
+    def _dispatch(self, environ: WSGIEnvironment, user: str) -> tuple[int, Envelope | bytes]:
+        method = str(environ.get("REQUEST_METHOD", "GET"))
+        path = _wsgi_text(str(environ.get("PATH_INFO", "")))
+        result: Envelope
+        if path == BASE:
+            self._allow(method, "POST")
+            result = self.api.create_task(_read_body(environ, self._max_body), user=user)
+        elif match := _EXECUTE.fullmatch(path):
+            self._allow(method, "POST")
+            result = self.api.execute_task(match[1])
+        elif path == f"{BASE}/tasks":
+            self._allow(method, "GET")
+            query = _query(environ)
+            result = self.api.list_tasks(
+                query.get("state"), query.get("pageSize"), query.get("pageNumber")
+            )
+        elif path == f"{BASE}/openapi.json":
+            self._allow(method, "GET")
+            return 200, self._openapi
+        else:
+            raise _Refusal(404, envelope(URL_NOT_FOUND, f"URL not found: {_clip(path)}"))
+        return http_status(result["code"]), result
+
+    @staticmethod
+    def _allow(method: str, allowed: str) -> None:
+        if method != allowed:
+            raise _Refusal(
+                405,
+                envelope(
+                    METHOD_NOT_ALLOWED,
+                    f"method {_clip(method)} is not allowed here; use {allowed}",
+                ),
+                [("Allow", allowed)],
+            )
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+def make_app(
+    engine: Engine, *, authorize: Authorize | None = None, max_body: int = MAX_BODY
+) -> Callable[[WSGIEnvironment, StartResponse], Iterable[bytes]]:
+    """A WSGI application serving *engine* at the spec's paths.
+
+    ``POST /job/api/job/backup`` creates a task; ``POST /job/api/job/backup/execute/{taskId}``
+    (also without ``/job``) starts one; ``GET /job/api/job/backup/tasks`` lists them;
+    ``GET /job/api/job/backup/openapi.json`` describes all three. Every answer is a JSON
+    envelope. *authorize* decides who is calling before any routing, so an unauthorized
+    caller gets 401 (code 250114) for every path; without it the X-BKREPO-UID header names
+    the user, else ``"anonymous"``. Bodies over *max_body* bytes get 413.
+    """
+    return _App(engine, authorize, max_body)
+
+
+# --- OpenAPI ----------------------------------------------------------------------------
+
+_REF = "#/components/schemas/"
+# Set by the engine, not by the caller; a request may carry them but they are ignored.
+_READ_ONLY = frozenset(
+    {
+        "id",
+        "state",
+        "created_by",
+        "created_date",
+        "last_modified_by",
+        "last_modified_date",
+        "start_date",
+        "end_date",
+        "last_run",
+    }
+)
+
+
+# The model gives these a default so that stored records lacking them can be read, but a
+# request creating a task must carry them.
+_REQUIRED_AT_CREATION = frozenset({(_model.BackupTask, "name")})
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _type_schema(kind: Any, schemas: dict[str, Any]) -> dict[str, Any]:
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        members = [arg for arg in typing.get_args(kind) if arg is not type(None)]
+        inner = _type_schema(members[0], schemas)
+        # OpenAPI 3.0 ignores siblings of $ref, so a nullable reference goes through allOf.
+        return (
+            {"allOf": [inner], "nullable": True} if "$ref" in inner else {**inner, "nullable": True}
+        )
+    if origin is tuple:
+        return {"type": "array", "items": _type_schema(typing.get_args(kind)[0], schemas)}
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        if kind.__name__ not in schemas:
+            schemas[kind.__name__] = {
+                "type": "string",
+                "enum": [member.value for member in kind],
+                "description": _summary(kind),
+            }
+        return {"$ref": _REF + kind.__name__}
+    if isinstance(kind, type) and attrs.has(kind):
+        if kind.__name__ not in schemas:
+            schemas[kind.__name__] = {}  # placeholder first: the model may refer to itself
+            schemas[kind.__name__] = _class_schema(kind, schemas)
+        return {"$ref": _REF + kind.__name__}
+    simple: dict[Any, dict[str, Any]] = {
+        str: {"type": "string"},
+        bool: {"type": "boolean"},
+        int: {"type": "integer"},
+        float: {"type": "number"},
+        datetime: {"type": "string", "format": "date-time"},
+    }
+    return dict(simple[kind])
+
+
+def _class_schema(cls: type, schemas: dict[str, Any]) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for field in attrs.fields(cls):
+        schema = _type_schema(hints[field.name], schemas)
+        if field.default is attrs.NOTHING or (cls, field.name) in _REQUIRED_AT_CREATION:
+            required.append(_camel(field.name))
+        else:
+            default = (
+                field.default.factory()
+                if isinstance(field.default, attrs.Factory)  # type: ignore[arg-type]
+                else field.default
+            )
+            schema = _with(schema, default=to_json(default))
+        if cls is _model.BackupTask and field.name in _READ_ONLY:
+            schema = _with(schema, readOnly=True)
+        properties[_camel(field.name)] = schema
+    result: dict[str, Any] = {
+        "type": "object",
+        "description": _summary(cls),
+        "properties": properties,
+        "additionalProperties": False,
+    }
+    if required:
+        result["required"] = required
+    return result
+
+
+def _with(schema: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    if "$ref" in schema:
+        return {"allOf": [schema], **extra}
+    return {**schema, **extra}
+
+
+def _summary(obj: Any) -> str:
+    return (obj.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+
+
+def _envelope_schema(description: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": description,
+        "required": ["code", "message", "data", "traceId"],
+        "properties": {
+            "code": {"type": "integer", "description": "0 on success, else a message code"},
+            "message": {"type": "string", "nullable": True},
+            "data": data,
+            "traceId": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+        },
+    }
+
+
+def _response(description: str, schema: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": _REF + schema}}},
+    }
+
+
+_ERRORS: Final = {
+    "400": "parameter missing (250103), invalid (250105) or body not JSON (250106)",
+    "401": "authentication required (250114)",
+    "500": "system error (250102)",
+}
+
+
+def _errors(*extra: tuple[str, str]) -> dict[str, Any]:
+    pairs = [*_ERRORS.items(), *extra]
+    return {status: _response(text, "ErrorEnvelope") for status, text in sorted(pairs)}
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.0 description of the endpoints, its schemas derived from the model so
+    the two cannot drift apart."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        release = version("repobackup")
+    except PackageNotFoundError:
+        release = "0"
+    schemas: dict[str, Any] = {}
+    _type_schema(_model.BackupTask, schemas)
+    schemas["Problem"] = {
+        "type": "object",
+        "required": ["path", "message"],
+        "properties": {"path": {"type": "string"}, "message": {"type": "string"}},
+    }
+    schemas["BackupTaskPage"] = {
+        "type": "object",
+        "description": _summary(_model.Page),
+        "required": [
+            "pageNumber",
+            "pageSize",
+            "totalRecords",
+            "totalPages",
+            "records",
+            "count",
+            "page",
+        ],
+        "properties": {
+            "pageNumber": {"type": "integer", "minimum": 1},
+            "pageSize": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
+            "totalRecords": {"type": "integer", "minimum": 0},
+            "totalPages": {"type": "integer", "minimum": 0},
+            "records": {"type": "array", "items": {"$ref": _REF + "BackupTask"}},
+            "count": {"type": "integer", "description": "same as totalRecords"},
+            "page": {"type": "integer", "description": "same as pageNumber"},
+        },
+    }
+    schemas["TaskIdEnvelope"] = _envelope_schema(
+        "the id of the new task", {"type": "string", "pattern": TASK_ID.pattern}
+    )
+    schemas["EmptyEnvelope"] = _envelope_schema(
+        "the request was accepted", {"nullable": True, "enum": [None]}
+    )
+    schemas["TaskPageEnvelope"] = _envelope_schema(
+        "one page of tasks", {"$ref": _REF + "BackupTaskPage"}
+    )
+    schemas["ErrorEnvelope"] = _envelope_schema(
+        "an error; data lists the problems of a validation error, else null",
+        {"type": "array", "items": {"$ref": _REF + "Problem"}, "nullable": True},
+    )
+
+    task_id = {
+        "name": "taskId",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": TASK_ID.pattern},
+    }
+
+    def execute(operation_id: str) -> dict[str, Any]:
+        return {
+            "post": {
+                "operationId": operation_id,
+                "summary": "Start a task now, in the background",
+                "parameters": [task_id],
+                "responses": {
+                    "200": _response("the run has started", "EmptyEnvelope"),
+                    **_errors(
+                        ("404", "no such task (250108)"),
+                        ("409", "the task is already running (250128)"),
+                    ),
+                },
+            }
+        }
+
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "repobackup backup and restore API",
+            "version": release,
+            "description": (
+                "Create, start and list backup and restore tasks. Every response is an "
+                "envelope {code, message, data, traceId}; code 0 means success."
+            ),
+        },
+        "paths": {
+            BASE: {
+                "post": {
+                    "operationId": "createTask",
+                    "summary": "Create a backup or restore task",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": _REF + "BackupTask"}}},
+                    },
+                    "responses": {
+                        "200": _response("the task was created", "TaskIdEnvelope"),
+                        **_errors(("413", "request body too large (250105)")),
+                    },
+                }
+            },
+            f"{BASE}/execute/{{taskId}}": execute("executeTask"),
+            "/api/job/backup/execute/{taskId}": execute("executeTaskUnprefixed"),
+            f"{BASE}/tasks": {
+                "get": {
+                    "operationId": "listTasks",
+                    "summary": "List tasks, newest first",
+                    "parameters": [
+                        {
+                            "name": "state",
+                            "in": "query",
+                            "schema": {"$ref": _REF + "TaskState"},
+                        },
+                        {
+                            "name": "pageSize",
+                            "in": "query",
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": MAX_PAGE_SIZE,
+                                "default": DEFAULT_PAGE_SIZE,
+                            },
+                        },
+                        {
+                            "name": "pageNumber",
+                            "in": "query",
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": MAX_PAGE_NUMBER,
+                                "default": DEFAULT_PAGE_NUMBER,
+                            },
+                        },
+                    ],
+                    "responses": {
+                        "200": _response("one page of tasks", "TaskPageEnvelope"),
+                        **_errors(),
+                    },
+                }
+            },
+        },
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "repositoryUser": {"type": "apiKey", "in": "header", "name": "X-BKREPO-UID"},
+            },
+        },
+        "security": [{"bearer": []}, {"repositoryUser": []}, {}],
+    }
