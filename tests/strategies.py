@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 from hypothesis import strategies as st
 
@@ -28,7 +28,7 @@ patterns = st.one_of(
     ids.map(lambda s: "?" + s),
 )
 zones = st.sampled_from(
-    [timezone.utc, timezone(timedelta(hours=8)), timezone(timedelta(hours=-5, minutes=-30))]
+    [UTC, timezone(timedelta(hours=8)), timezone(timedelta(hours=-5, minutes=-30))]
 )
 times = st.builds(
     lambda naive, zone: naive.replace(tzinfo=zone, microsecond=naive.microsecond),

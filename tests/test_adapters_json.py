@@ -307,7 +307,6 @@ class TestCreateTask:
 
 
 class TestExecuteTask:
-    @pytest.mark.skipif(not hasattr(Engine, "submit"), reason="engine execution not available")
     def test_starts_the_task_in_the_background(
         self, api: JsonApi, engine: Engine, store: str
     ) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -22,7 +22,6 @@ from repobackup import (
     from_json,
     to_json,
 )
-
 from strategies import tasks
 
 BACKUP_BODY: dict[str, Any] = {
@@ -139,16 +138,16 @@ class TestTimes:
     @pytest.mark.parametrize(
         ("text", "expected"),
         [
-            ("2024-12-24T09:13:54Z", datetime(2024, 12, 24, 9, 13, 54, tzinfo=timezone.utc)),
-            ("2024-12-24 17:13:54+08:00", datetime(2024, 12, 24, 9, 13, 54, tzinfo=timezone.utc)),
-            ("2024-12-24", datetime(2024, 12, 24, tzinfo=timezone.utc)),
+            ("2024-12-24T09:13:54Z", datetime(2024, 12, 24, 9, 13, 54, tzinfo=UTC)),
+            ("2024-12-24 17:13:54+08:00", datetime(2024, 12, 24, 9, 13, 54, tzinfo=UTC)),
+            ("2024-12-24", datetime(2024, 12, 24, tzinfo=UTC)),
         ],
     )
     def test_iso_forms_are_accepted(self, text: str, expected: datetime) -> None:
         """Offsets, Z, a space separator and a bare date are all read."""
         body = copy.deepcopy(BACKUP_BODY)
         body["content"]["incrementDate"] = text
-        task = from_json(BackupTask, body, tz=timezone.utc)
+        task = from_json(BackupTask, body, tz=UTC)
         assert task.content.increment_date == expected
 
     def test_output_carries_an_offset(self) -> None:

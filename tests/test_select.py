@@ -7,7 +7,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from repobackup import ProjectContentInfo, compile_pattern, select
-
 from strategies import ids, project_entries
 
 TREE = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 import pytest
@@ -19,11 +20,9 @@ GOOD: dict[str, Any] = {
 
 def problems_of(body: Any, *, creating: bool = True) -> dict[str, str]:
     """Map each reported JSON path to its messages, joined by " | " (fails if valid)."""
+    parse = parse_new_task if creating else functools.partial(from_json, BackupTask)
     with pytest.raises(ValidationError) as caught:
-        if creating:
-            parse_new_task(body)
-        else:
-            from_json(BackupTask, body)
+        parse(body)
     found: dict[str, str] = {}
     for problem in caught.value.problems:
         found[problem.path] = " | ".join(filter(None, [found.get(problem.path), problem.message]))
@@ -216,9 +215,11 @@ class TestEngineCreate:
         engine = Engine(object(), user="alice")  # type: ignore[arg-type]
         body = with_("storeLocation", str(tmp_path))
         first, second = engine.create_task(body), engine.create_task(body)
-        assert len(first) == 24 and int(first, 16) >= 0
+        assert len(first) == 24
+        assert int(first, 16) >= 0
         assert first[:8] <= second[:8]
         task = engine.get_task(first)
         assert task.state.value == "PENDING"
         assert task.created_by == "alice"
-        assert task.created_date is not None and task.created_date.tzinfo is not None
+        assert task.created_date is not None
+        assert task.created_date.tzinfo is not None

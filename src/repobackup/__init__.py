@@ -20,7 +20,9 @@ from ._model import (
     TaskState,
     TaskType,
 )
+from ._memory_repo import MemoryRepository
 from ._select import compile_pattern, select
+from ._sqlite_repo import SqliteRepository
 from ._taskstore import MemoryTaskStore, SqliteTaskStore, TaskStore
 from .exceptions import (
     ArchiveError,
@@ -45,6 +47,7 @@ __all__ = [
     "ExecutionPlan",
     "ExecutionStrategy",
     "InsufficientSpaceError",
+    "MemoryRepository",
     "MemoryTaskStore",
     "Outcome",
     "Page",
@@ -57,6 +60,7 @@ __all__ = [
     "RunSummary",
     "Scope",
     "Source",
+    "SqliteRepository",
     "SqliteTaskStore",
     "StoreError",
     "Target",

@@ -79,12 +79,13 @@ class Outcome(str, enum.Enum):
 class Source(Protocol):
     """Where a backup reads from."""
 
-    def projects(self) -> Iterator[str]:
-        """Every project id."""
+    def projects(self, *, since: datetime | None = None) -> Iterator[str]:
+        """Every live project id; with *since*, every project with a record (tombstones
+        included) modified at or after it, so an increment can carry a deleted project."""
         ...
 
-    def repositories(self, project_id: str) -> Iterator[str]:
-        """Every repository name of *project_id*."""
+    def repositories(self, project_id: str, *, since: datetime | None = None) -> Iterator[str]:
+        """Every live repository name of *project_id*; with *since*, as for `projects`."""
         ...
 
     def collections(self, scope: Scope) -> Iterator[str]:

@@ -221,11 +221,15 @@ class _SeenBlobs:
 # Backup
 
 
-def _scopes(source: Source, task: BackupTask) -> list[Scope]:
+def _scopes(source: Source, task: BackupTask, since: datetime | None) -> list[Scope]:
     scopes = [Scope()] if task.content.common_data else []
     if task.content.projects:
         with backend_errors("listing projects and repositories"):
-            tree = select(task.content.projects, source.projects(), source.repositories)
+            tree = select(
+                task.content.projects,
+                source.projects(since=since),
+                lambda project: source.repositories(project, since=since),
+            )
         for project, repos in tree.items():
             scopes.append(Scope(project))
             scopes.extend(Scope(project, repo) for repo in repos)
@@ -286,7 +290,7 @@ def run_backup(engine: Engine, task: BackupTask, run: RunState, started: datetim
     if task.content.increment:
         since, follows = default_since(engine, task, started)
     run.since = since
-    scopes = _scopes(source, task)
+    scopes = _scopes(source, task, since)
 
     fs, base = open_store(task.store_location, engine.storage_options)
     task_dir = posixpath.join(base.rstrip("/"), task.name)
