@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import math
 import re
 import typing
 from collections.abc import Mapping
@@ -40,7 +39,7 @@ _OMIT_IF_NONE = {("BackupSetting", "retention"), ("BackupTask", "last_run")}
 
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
 def _strict(kind: type, label: str) -> Any:
@@ -50,8 +49,6 @@ def _strict(kind: type, label: str) -> Any:
             raise TypeError(f"expected {label}, got a boolean")
         if not isinstance(value, kind):
             raise TypeError(f"expected {label}, got {_json_kind(value)}")
-        if kind is float and not math.isfinite(value):
-            raise ValueError(f"expected a finite number, got {value!r}")
         return value
 
     return structure
