@@ -1,8 +1,12 @@
-"""Backup and restore for artifact-repository servers: projects, repositories, files and common data."""
+"""Backup and restore for artifact-repository servers.
+
+Projects, repositories, files (nodes) with metadata and content, and common data.
+"""
 
 from ._backend import Outcome, Record, Scope, Source, Target
 from ._engine import Engine
 from ._json import from_json, to_json
+from ._memory_repo import MemoryRepository
 from ._model import (
     BackupContent,
     BackupSetting,
@@ -20,7 +24,6 @@ from ._model import (
     TaskState,
     TaskType,
 )
-from ._memory_repo import MemoryRepository
 from ._select import compile_pattern, select
 from ._sqlite_repo import SqliteRepository
 from ._taskstore import MemoryTaskStore, SqliteTaskStore, TaskStore

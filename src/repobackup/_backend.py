@@ -68,7 +68,7 @@ def record_identity(record: Record) -> tuple[str, str | None, str | None, str]:
     return (record.collection, record.project_id, record.repo_name, record.key)
 
 
-class Outcome(str, enum.Enum):
+class Outcome(enum.StrEnum):
     """What a `Target` did with one record of a batch."""
 
     WRITTEN = "WRITTEN"  # created, replaced, or (for a tombstone) deleted

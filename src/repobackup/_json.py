@@ -54,20 +54,21 @@ def _strict(kind: type, label: str) -> Any:
     return structure
 
 
+_JSON_KINDS: tuple[tuple[Any, str], ...] = (
+    (type(None), "null"),
+    (bool, "a boolean"),  # before int: a bool is an int in Python
+    (int | float, "a number"),
+    (str, "a string"),
+    (list | tuple, "an array"),
+    (Mapping, "an object"),
+)
+
+
 def _json_kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list | tuple):
-        return "an array"
-    if isinstance(value, Mapping):
-        return "an object"
-    return type(value).__name__
+    """How JSON would call the kind of *value* ("a string", "null", ...)."""
+    return next(
+        (label for kind, label in _JSON_KINDS if isinstance(value, kind)), type(value).__name__
+    )
 
 
 for _kind, _label in ((bool, "a boolean"), (int, "an integer"), (str, "a string")):
@@ -265,9 +266,7 @@ def _structure(cls: type[T], data: Any, *, tz: tzinfo | None, creating: bool) ->
         if cls is BackupTask:
             from ._validate import task_problems
 
-            problems.extend(
-                p for p in task_problems(data, creating=creating) if p not in problems
-            )
+            problems.extend(p for p in task_problems(data, creating=creating) if p not in problems)
     if problems:
         raise ValidationError(problems)
     return typing.cast(T, result)

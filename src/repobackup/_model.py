@@ -30,14 +30,14 @@ __all__ = [
 ]
 
 
-class TaskType(str, enum.Enum):
+class TaskType(enum.StrEnum):
     """What a task does."""
 
     DATA_BACKUP = "DATA_BACKUP"
     DATA_RESTORE = "DATA_RESTORE"
 
 
-class TaskState(str, enum.Enum):
+class TaskState(enum.StrEnum):
     """Where a task is in its life: PENDING → RUNNING → FINISHED or FAILED."""
 
     PENDING = "PENDING"
@@ -46,21 +46,21 @@ class TaskState(str, enum.Enum):
     FAILED = "FAILED"
 
 
-class ConflictStrategy(str, enum.Enum):
+class ConflictStrategy(enum.StrEnum):
     """On restore, what happens to a record whose key already exists in the target."""
 
     SKIP = "SKIP"
     OVERWRITE = "OVERWRITE"
 
 
-class ErrorStrategy(str, enum.Enum):
+class ErrorStrategy(enum.StrEnum):
     """Whether a failed record or blob stops the run (FAST_FAIL) or is recorded (CONTINUE)."""
 
     CONTINUE = "CONTINUE"
     FAST_FAIL = "FAST_FAIL"
 
 
-class ExecutionStrategy(str, enum.Enum):
+class ExecutionStrategy(enum.StrEnum):
     """When a task runs."""
 
     IMMEDIATELY = "IMMEDIATELY"

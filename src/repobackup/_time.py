@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextvars
+import os
+import zoneinfo
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date, datetime, time, timezone, tzinfo
+from datetime import UTC, date, datetime, time, tzinfo
 
 __all__ = ["format_datetime", "local_zone", "naive_zone", "parse_datetime", "utcnow"]
 
@@ -15,10 +17,26 @@ _NAIVE_ZONE: contextvars.ContextVar[tzinfo | None] = contextvars.ContextVar(
 
 
 def local_zone() -> tzinfo:
-    """The machine's local time zone (a fixed offset for the current moment)."""
+    """The machine's local time zone, with its daylight-saving rules where they can be found
+    (TZ, then /etc/localtime); else the fixed offset of the current moment."""
+    for key in (os.environ.get("TZ", "").lstrip(":"), _localtime_key()):
+        if key:
+            try:
+                return zoneinfo.ZoneInfo(key)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                continue
     zone = datetime.now().astimezone().tzinfo
     assert zone is not None
     return zone
+
+
+def _localtime_key() -> str | None:
+    try:
+        target = os.path.realpath("/etc/localtime")
+    except OSError:
+        return None
+    marker = "/zoneinfo/"
+    return target.split(marker, 1)[1] if marker in target else None
 
 
 @contextmanager
@@ -59,7 +77,7 @@ def parse_datetime(value: str) -> datetime:
 
 def utcnow() -> datetime:
     """Now, aware, in UTC."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def format_datetime(value: datetime) -> str:

@@ -11,7 +11,6 @@ import fsspec
 
 from ._cron import parse_cron
 from ._select import compile_pattern
-from ._time import parse_datetime
 from .exceptions import Problem
 
 __all__ = ["name_problem", "task_problems"]
@@ -105,12 +104,6 @@ def _content_problems(content: Mapping[str, Any]) -> list[Problem]:
         for index, entry in enumerate(projects):
             if isinstance(entry, Mapping):
                 problems.extend(_entry_problems(f"$.content.projects[{index}]", entry))
-    increment_date = content.get("incrementDate")
-    if isinstance(increment_date, str):
-        try:
-            parse_datetime(increment_date)
-        except ValueError:
-            pass  # the converter reports it with the same path
     return problems
 
 

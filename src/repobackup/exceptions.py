@@ -2,14 +2,14 @@
 
 The tree::
 
-    RepoBackupError                     250102  system error (root; unexpected failures)
-    ├── ValidationError                 250105  a task or request is invalid (every problem listed)
+    RepoBackupError                     250102  system error (root, unexpected failures)
+    ├── ValidationError                 250105  a task or request is invalid (all problems)
     │   └── MalformedRequestError       250106  request body is not valid JSON
     ├── TaskNotFoundError               250108  no task with that id (also a LookupError)
     ├── TaskRunningError                250128  the task is already running
     ├── InsufficientSpaceError          250901  the store has less free space than the run needs
     ├── ArchiveError                    250902  a backup is missing, incomplete, corrupt or hostile
-    ├── StoreError                      250903  the store location failed (I/O, network, permissions)
+    ├── StoreError                      250903  the store location failed (I/O, network, access)
     └── BackendError                    250904  the repository backend (Source/Target) failed
 
 Codes 2501xx are the repository server's common message codes; 2509xx are this library's own.
@@ -52,7 +52,7 @@ class RepoBackupError(Exception):
 
 @attrs.frozen
 class Problem:
-    """One thing wrong with an input: where (a JSON path such as ``$.content.projects[0]``) and what."""
+    """One thing wrong with an input: where (a JSON path, ``$.content.projects[0]``) and what."""
 
     path: str
     message: str
