@@ -162,19 +162,40 @@ class Engine:
 
     def _claim(self, task_id: str) -> tuple[BackupTask, str]:
         self.get_task(task_id)
+        # host:pid:nonce lets `recover_interrupted` see at once that a run's process is gone.
         owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         task = self.tasks.start(task_id, owner=owner, now=self.now())
+        # The heartbeat starts with the claim, not with the run: a run that `submit` queues
+        # behind busy workers must not look dead to another process meanwhile.
+        stop = threading.Event()
+        with self._runner_lock:
+            self._heartbeat_stops()[owner] = stop
+        threading.Thread(
+            target=self._heartbeat,
+            args=(task_id, owner, stop),
+            name=f"repobackup-heartbeat-{task_id}",
+            daemon=True,
+        ).start()
         return task, owner
+
+    def _heartbeat_stops(self) -> dict[str, threading.Event]:
+        """The stop signals of the heartbeats of the runs this engine claimed, by owner.
+        Call with `_runner_lock` held."""
+        stops: dict[str, threading.Event] | None = self.__dict__.get("_stops")
+        if stops is None:
+            stops = self.__dict__["_stops"] = {}
+        return stops
+
+    def _stop_heartbeat(self, owner: str) -> None:
+        with self._runner_lock:
+            stop = self._heartbeat_stops().pop(owner, None)
+        if stop is not None:
+            stop.set()
 
     def _run_claimed(self, task: BackupTask, owner: str) -> RunSummary:
         assert task.id is not None
         started = task.start_date or self.now()
         run = RunState(task, self.on_progress)
-        stop_heartbeat = threading.Event()
-        beat = threading.Thread(
-            target=self._heartbeat, args=(task.id, owner, stop_heartbeat), daemon=True
-        )
-        beat.start()
         location: str | None = None
         state = TaskState.FAILED
         try:
@@ -182,6 +203,7 @@ class Engine:
                 location = run_restore(self, task, run)
             else:
                 location = run_backup(self, task, run, started)
+                self._retain(task, run, location)
             state = TaskState.FINISHED
         except RepoBackupError as exc:
             self._record_fatal(run, task.id, exc.message)
@@ -196,7 +218,7 @@ class Engine:
             )
             raise
         finally:
-            stop_heartbeat.set()
+            self._stop_heartbeat(owner)
         return self._finish(
             task, owner=owner, run=run, started=started, location=location, state=state
         )
@@ -238,17 +260,190 @@ class Engine:
         if finished is None:
             log.warning("task %s: the run ended but its lease was taken over", task.id)
         run.progress("done", force=True)
+        self._notify(finished or task, summary)
+        return summary
+
+    def _notify(self, task: BackupTask, summary: RunSummary) -> None:
         if self.on_finish is not None:
             try:
-                self.on_finish(finished or task, summary)
+                self.on_finish(task, summary)
             except Exception:
+                # The run is over and recorded; a broken notification must not undo that.
                 log.exception("on_finish callback failed for task %s", task.id)
-        return summary
 
     def _heartbeat(self, task_id: str, owner: str, stop: threading.Event) -> None:
         while not stop.wait(self.heartbeat_seconds):
             try:
                 if not self.tasks.heartbeat(task_id, owner=owner, now=self.now()):
+                    log.warning("task %s: its run lost its lease (taken for dead)", task_id)
                     return
             except Exception:
+                # A busy or briefly unreachable store: the next beat tries again.
                 log.exception("heartbeat failed for task %s", task_id)
+
+    # ----------------------------------------------------------------------------------------
+    # Retention and crash recovery
+
+    #: Seconds without a heartbeat after which a run is taken for dead, wherever it runs.
+    stale_after: float = 60.0
+
+    def _retain(self, task: BackupTask, run: RunState, location: str) -> None:
+        """Apply the task's retention after its backup at *location* completed; what it
+        removed, or why it did not, goes into the run's notes. Never raises."""
+        import posixpath
+
+        from ._archive import open_store
+        from ._retention import apply_retention
+
+        retention = task.backup_setting.retention
+        if retention is None or retention.keep_last is None:
+            return
+        if run.errors:
+            run.notes.append(
+                "retention skipped: this run recorded errors, so the older backups are kept"
+            )
+            return
+        try:
+            fs, base = open_store(task.store_location, self.storage_options)
+            removed = apply_retention(
+                fs,
+                posixpath.join(base.rstrip("/"), task.name),
+                retention.keep_last,
+                keep=[posixpath.basename(location.rstrip("/"))],
+            )
+        except Exception as exc:
+            log.warning("task %s: retention failed: %s", task.id, exc)
+            run.notes.append(f"retention failed, the older backups are kept: {exc}")
+            return
+        if removed:
+            names = ", ".join(posixpath.basename(path) for path in removed)
+            run.notes.append(
+                f"retention (keepLast {retention.keep_last}) removed {len(removed)} older "
+                f"backup(s): {names}"
+            )
+
+    def recover_interrupted(self, now: datetime | None = None) -> list[str]:
+        """End the runs whose process died; return the ids of the tasks it ended.
+
+        A RUNNING task is taken for interrupted when its owner ran on this host and that
+        process is gone (seen at once), or when its heartbeat is older than `stale_after`
+        seconds (any host). It ends FAILED (a recurring task goes back to PENDING) with a run
+        summary whose error is "interrupted"; what the run left unfinished in the store is
+        removed, and the task can run again. Runs of this engine are never touched. Safe to
+        call from several processes at once: each interrupted run is ended by one of them.
+        """
+        from datetime import timedelta
+
+        if now is None:
+            now = self.now()
+        elif now.tzinfo is None or now.utcoffset() is None:
+            raise ValueError(f"now: must be a timezone-aware datetime, got {now!r}")
+        if not self.stale_after > self.heartbeat_seconds:
+            raise ValueError(
+                f"stale_after ({self.stale_after} s) must be longer than heartbeat_seconds "
+                f"({self.heartbeat_seconds} s), or live runs would be taken for dead"
+            )
+        limit = timedelta(seconds=self.stale_after)
+        with self._runner_lock:
+            ours = set(self._heartbeat_stops())
+        recovered = []
+        for lease in self.tasks.leases():
+            if lease.owner in ours:
+                continue
+            if self._owner_is_gone(lease.owner):
+                why = f"its process {lease.owner} is gone"
+            elif now - lease.heartbeat > limit:
+                why = f"no heartbeat from {lease.owner} since {lease.heartbeat.isoformat()}"
+            else:
+                continue
+            if self._end_interrupted(lease.task_id, lease.owner, why, now):
+                recovered.append(lease.task_id)
+        return recovered
+
+    def _end_interrupted(self, task_id: str, owner: str, why: str, now: datetime) -> bool:
+        try:
+            task = self.tasks.get(task_id)
+        except TaskNotFoundError:
+            return False
+        # An owner never gets a lease back once it lost it: if *owner* still holds the task,
+        # the task just read is its run, not a new one another process started since.
+        if not any(
+            lease.task_id == task_id and lease.owner == owner for lease in self.tasks.leases()
+        ):
+            return False
+        started = task.start_date or now
+        notes = [f"the run was interrupted: {why}"]
+        if task.type is TaskType.DATA_BACKUP:
+            # Cleaned while the dead owner still holds the task, so that no new run of it can
+            # be writing meanwhile; the finish below confirms it held the task throughout.
+            notes.extend(self._remove_leftovers(task, started, now))
+        summary = RunSummary(
+            task_id=task_id,
+            started=started,
+            ended=now,
+            state=TaskState.FAILED,
+            errors=(RunError("task", task_id, "interrupted"),),
+            notes=tuple(notes),
+        )
+        recurring = task.backup_setting.execution_strategy is ExecutionStrategy.CRON_EXPRESSION
+        final = TaskState.PENDING if recurring else TaskState.FAILED
+        # A compare-and-set on the dead owner: None when it finished after all, or when
+        # another process ended the run first.
+        finished = self.tasks.finish(task_id, owner=owner, state=final, summary=summary, now=now)
+        if finished is None:
+            return False
+        log.warning("task %s: ended its interrupted run (%s)", task_id, why)
+        self._notify(finished, summary)
+        return True
+
+    def _remove_leftovers(self, task: BackupTask, started: datetime, now: datetime) -> list[str]:
+        import posixpath
+
+        from ._archive import open_store
+        from ._retention import remove_leftovers
+
+        try:
+            fs, base = open_store(task.store_location, self.storage_options)
+            removed = remove_leftovers(
+                fs,
+                posixpath.join(base.rstrip("/"), task.name),
+                task.name,
+                started,
+                self.tz,
+                until=now,
+            )
+        except Exception as exc:
+            log.warning("task %s: could not remove what its interrupted run left: %s", task.id, exc)
+            return [f"could not remove what the interrupted run left: {exc}"]
+        if not removed:
+            return []
+        names = ", ".join(posixpath.basename(path) for path in removed)
+        return [f"removed what the interrupted run left: {names}"]
+
+    @staticmethod
+    def _owner_is_gone(owner: str) -> bool:
+        """Whether *owner* (host:pid:nonce) ran on this host in a process that has ended.
+        False whenever that cannot be known: the heartbeat then decides."""
+        import sys
+
+        host, _, rest = owner.partition(":")
+        pid_text = rest.partition(":")[0]
+        if host != socket.gethostname() or not pid_text.isdigit():
+            return False
+        pid = int(pid_text)
+        if pid == os.getpid() or sys.platform == "win32":
+            # On Windows os.kill(pid, 0) would terminate the process, not probe it.
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False  # e.g. PermissionError: alive, owned by another user
+        # A zombie (ended, not yet reaped by its parent) still answers signal 0.
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                fields = stat.read().rpartition(b")")[2].split()
+        except OSError:
+            return False
+        return bool(fields) and fields[0] in (b"Z", b"X")
