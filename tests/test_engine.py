@@ -465,3 +465,36 @@ class TestProperties:
                 )
                 assert restored.state is TaskState.FINISHED, restored.errors
                 assert target.snapshot() == source.snapshot()
+
+
+class TestExecutors:
+    def test_blobs_move_as_picklable_jobs_on_a_process_pool(
+        self, repo: SqliteRepository, empty: SqliteRepository, tmp_path: Path
+    ) -> None:
+        """With a ProcessPoolExecutor, a reopenable source copies its blobs in other
+        processes, and the backup restores exactly."""
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(2, mp_context=context) as pool:
+            summary = run(Engine(repo, executor=pool), body(tmp_path / "store"))
+        assert summary.state is TaskState.FINISHED, summary.errors
+        assert summary.notes == ()
+        assert summary.counts.blobs_written == len(
+            {r.blob for r in repo.snapshot()["records"].values() if r.blob}
+        )
+        restored = run(Engine(empty), restore_body(str(summary.location)))
+        assert restored.state is TaskState.FINISHED
+        assert empty.snapshot() == repo.snapshot()
+
+    def test_a_source_that_cannot_be_reopened_says_so(self, tmp_path: Path) -> None:
+        """A source without a reopener moves its blobs on threads and the summary says why."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        source = MemoryRepository()
+        sample(source)
+        with ThreadPoolExecutor(2) as pool:
+            summary = run(Engine(source, executor=pool), body(tmp_path))
+        assert summary.state is TaskState.FINISHED
+        assert any("cannot be reopened" in note for note in summary.notes)

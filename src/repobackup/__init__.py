@@ -4,6 +4,7 @@ Projects, repositories, files (nodes) with metadata and content, and common data
 """
 
 from ._backend import Outcome, Record, Scope, Source, Target
+from ._cron import CronSchedule, parse_cron
 from ._engine import Engine
 from ._json import from_json, to_json
 from ._memory_repo import MemoryRepository
@@ -24,6 +25,8 @@ from ._model import (
     TaskState,
     TaskType,
 )
+from ._run import Progress
+from ._scheduler import Scheduler
 from ._select import compile_pattern, select
 from ._sqlite_repo import SqliteRepository
 from ._taskstore import MemoryTaskStore, SqliteTaskStore, TaskStore
@@ -45,6 +48,7 @@ __all__ = [
     "BackupSetting",
     "BackupTask",
     "ConflictStrategy",
+    "CronSchedule",
     "Engine",
     "ErrorStrategy",
     "ExecutionPlan",
@@ -54,6 +58,7 @@ __all__ = [
     "MemoryTaskStore",
     "Outcome",
     "Page",
+    "Progress",
     "ProjectContentInfo",
     "Record",
     "RepoBackupError",
@@ -61,6 +66,7 @@ __all__ = [
     "RunCounts",
     "RunError",
     "RunSummary",
+    "Scheduler",
     "Scope",
     "Source",
     "SqliteRepository",
@@ -75,6 +81,7 @@ __all__ = [
     "ValidationError",
     "compile_pattern",
     "from_json",
+    "parse_cron",
     "select",
     "to_json",
 ]

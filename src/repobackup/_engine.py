@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 import os
+import posixpath
 import socket
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from datetime import datetime, tzinfo
-from typing import Any
+from datetime import datetime, timedelta, tzinfo
+from typing import TYPE_CHECKING, Any
 
+from ._archive import open_store
 from ._backend import Source, Target
 from ._ids import TASK_ID, new_task_id
 from ._json import from_json, parse_new_task, to_json
@@ -24,16 +27,21 @@ from ._model import (
     TaskState,
     TaskType,
 )
+from ._retention import apply_retention, remove_leftovers
 from ._run import Progress, RunState, run_backup, run_restore
 from ._taskstore import MemoryTaskStore, TaskStore
 from ._time import local_zone
 from .exceptions import RepoBackupError, TaskNotFoundError
+
+if TYPE_CHECKING:
+    from ._verify import VerifyReport
 
 __all__ = ["Engine"]
 
 log = logging.getLogger("repobackup")
 
 HEARTBEAT_SECONDS = 5.0
+STALE_AFTER_SECONDS = 60.0
 
 
 class Engine:
@@ -53,6 +61,8 @@ class Engine:
         storage_options: Mapping[str, Mapping[str, Any]] | None = None,
         tz: tzinfo | None = None,
         user: str = "anonymous",
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        stale_after: float = STALE_AFTER_SECONDS,
     ) -> None:
         self.source = source
         if target is None and isinstance(source, Target):
@@ -62,14 +72,19 @@ class Engine:
         self.tz = tz or local_zone()
         self._clock = clock
         self.max_workers = max_workers or 4
-        self._executor = executor
+        self.executor = executor
         self.on_progress = on_progress
         self.storage_options = dict(storage_options or {})
         self.user = user
         self.on_finish = on_finish
-        self.heartbeat_seconds = HEARTBEAT_SECONDS
+        #: Seconds between two heartbeats of a run this engine holds.
+        self.heartbeat_seconds = heartbeat_seconds
+        #: Seconds without a heartbeat after which a run is taken for dead, wherever it runs.
+        self.stale_after = stale_after
         self._runner: ThreadPoolExecutor | None = None
         self._runner_lock = threading.Lock()
+        # The stop signals of the heartbeats of the runs this engine claimed, by owner.
+        self._heartbeats: dict[str, threading.Event] = {}
 
     def __repr__(self) -> str:
         return f"<Engine source={type(self.source).__name__} tasks={type(self.tasks).__name__}>"
@@ -135,12 +150,35 @@ class Engine:
         The task is claimed before this returns, so TaskNotFoundError and TaskRunningError
         are raised here, not through the future."""
         task, owner = self._claim(task_id)
-        with self._runner_lock:
-            if self._runner is None:
-                self._runner = ThreadPoolExecutor(
-                    max_workers=4, thread_name_prefix="repobackup-task"
-                )
-            return self._runner.submit(self._run_claimed, task, owner)
+        try:
+            with self._runner_lock:
+                if self._runner is None:
+                    self._runner = ThreadPoolExecutor(
+                        max_workers=4, thread_name_prefix="repobackup-task"
+                    )
+                return self._runner.submit(self._run_claimed, task, owner)
+        except BaseException as exc:
+            # Claimed but never started (e.g. the engine is shutting down): end it now.
+            self._stop_heartbeat(owner)
+            run = RunState(task, None)
+            self._record_fatal(run, task_id, f"could not start the run: {exc}")
+            self._finish(
+                task,
+                owner=owner,
+                run=run,
+                started=task.start_date or self.now(),
+                location=None,
+                state=TaskState.FAILED,
+            )
+            raise
+
+    def verify(self, location: str) -> VerifyReport:
+        """Check the backup at *location* (a backup folder or zip, or a task folder) without
+        restoring it: every member's and blob's hash, every record line, nothing outside the
+        tree. The report's ``ok`` is False with each problem named."""
+        from ._verify import verify
+
+        return verify(location, self.storage_options, max_workers=self.max_workers)
 
     def runs(self, task_id: str, limit: int = 50) -> list[RunSummary]:
         """The run history of the task, newest first."""
@@ -169,7 +207,7 @@ class Engine:
         # behind busy workers must not look dead to another process meanwhile.
         stop = threading.Event()
         with self._runner_lock:
-            self._heartbeat_stops()[owner] = stop
+            self._heartbeats[owner] = stop
         threading.Thread(
             target=self._heartbeat,
             args=(task_id, owner, stop),
@@ -178,24 +216,21 @@ class Engine:
         ).start()
         return task, owner
 
-    def _heartbeat_stops(self) -> dict[str, threading.Event]:
-        """The stop signals of the heartbeats of the runs this engine claimed, by owner.
-        Call with `_runner_lock` held."""
-        stops: dict[str, threading.Event] | None = self.__dict__.get("_stops")
-        if stops is None:
-            stops = self.__dict__["_stops"] = {}
-        return stops
-
     def _stop_heartbeat(self, owner: str) -> None:
         with self._runner_lock:
-            stop = self._heartbeat_stops().pop(owner, None)
+            stop = self._heartbeats.pop(owner, None)
         if stop is not None:
             stop.set()
 
     def _run_claimed(self, task: BackupTask, owner: str) -> RunSummary:
         assert task.id is not None
         started = task.start_date or self.now()
-        run = RunState(task, self.on_progress)
+        task_id = task.id
+        run = RunState(
+            task,
+            self.on_progress,
+            holds_lease=lambda: self.tasks.heartbeat(task_id, owner=owner, now=self.now()),
+        )
         location: str | None = None
         state = TaskState.FAILED
         try:
@@ -284,17 +319,9 @@ class Engine:
     # ----------------------------------------------------------------------------------------
     # Retention and crash recovery
 
-    #: Seconds without a heartbeat after which a run is taken for dead, wherever it runs.
-    stale_after: float = 60.0
-
     def _retain(self, task: BackupTask, run: RunState, location: str) -> None:
         """Apply the task's retention after its backup at *location* completed; what it
         removed, or why it did not, goes into the run's notes. Never raises."""
-        import posixpath
-
-        from ._archive import open_store
-        from ._retention import apply_retention
-
         retention = task.backup_setting.retention
         if retention is None or retention.keep_last is None:
             return
@@ -332,8 +359,6 @@ class Engine:
         removed, and the task can run again. Runs of this engine are never touched. Safe to
         call from several processes at once: each interrupted run is ended by one of them.
         """
-        from datetime import timedelta
-
         if now is None:
             now = self.now()
         elif now.tzinfo is None or now.utcoffset() is None:
@@ -345,7 +370,7 @@ class Engine:
             )
         limit = timedelta(seconds=self.stale_after)
         with self._runner_lock:
-            ours = set(self._heartbeat_stops())
+            ours = set(self._heartbeats)
         recovered = []
         for lease in self.tasks.leases():
             if lease.owner in ours:
@@ -397,11 +422,6 @@ class Engine:
         return True
 
     def _remove_leftovers(self, task: BackupTask, started: datetime, now: datetime) -> list[str]:
-        import posixpath
-
-        from ._archive import open_store
-        from ._retention import remove_leftovers
-
         try:
             fs, base = open_store(task.store_location, self.storage_options)
             removed = remove_leftovers(
@@ -424,8 +444,6 @@ class Engine:
     def _owner_is_gone(owner: str) -> bool:
         """Whether *owner* (host:pid:nonce) ran on this host in a process that has ended.
         False whenever that cannot be known: the heartbeat then decides."""
-        import sys
-
         host, _, rest = owner.partition(":")
         pid_text = rest.partition(":")[0]
         if host != socket.gethostname() or not pid_text.isdigit():

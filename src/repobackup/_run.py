@@ -84,6 +84,8 @@ class RunState:
         self,
         task: BackupTask,
         on_progress: Callable[[Progress], None] | None,
+        *,
+        holds_lease: Callable[[], bool] | None = None,
     ) -> None:
         assert task.id is not None
         self.task = task
@@ -98,6 +100,8 @@ class RunState:
         self.phase = "records"
         self._lock = threading.Lock()
         self._on_progress = on_progress
+        # Asked before a backup commits: a run taken for dead must not make it look complete.
+        self.holds_lease = holds_lease or (lambda: True)
         self._last_progress = 0.0
 
     def add(self, **amounts: int) -> None:
@@ -173,12 +177,14 @@ class _BlobPump:
     def _reap_one(self) -> None:
         key, future = self.pending.popleft()
         try:
-            future.result()
+            read, written = future.result()
         except FastFail:
             raise
         except Exception as exc:
             self.run.add(blobs_failed=1)
             self.run.fail("blob", key, _reason(exc))
+        else:
+            self.run.add(blobs_written=1, bytes_read=read, bytes_written=written)
 
     def drain(self) -> None:
         while self.pending:
@@ -247,13 +253,79 @@ def _estimate(source: Source, scopes: list[Scope], since: datetime | None) -> in
     return total
 
 
-def _copy_blob(source: Source, writer: BackupWriter, sha256: str, run: RunState) -> None:
+def _copy_blob(source: Source, writer: BackupWriter, sha256: str) -> tuple[int, int]:
+    """Copy one blob into the backup on a thread; return bytes read and written."""
     with backend_errors(f"opening blob {sha256}"):
         file = source.open_blob(sha256)
     with file:
         chunks = _VerifiedChunks(file, sha256, f"source blob {sha256}")
         written = writer.write_blob(sha256, chunks)
-    run.add(blobs_written=1, bytes_read=chunks.size, bytes_written=written)
+    return chunks.size, written
+
+
+_reopened: dict[str, Source] = {}
+_reopened_lock = threading.Lock()
+
+
+def copy_blob_job(reopen: Callable[[], Source], sha256: str, fs: Any, path: str) -> tuple[int, int]:
+    """Copy one blob into a backup folder, in whatever process an executor runs it.
+
+    Everything it needs comes in its arguments, all picklable: how to reopen the source,
+    which blob, and where to write. A failed copy leaves no file behind.
+    """
+    with _reopened_lock:
+        source = _reopened.get(repr(reopen))
+        if source is None:
+            source = _reopened[repr(reopen)] = reopen()
+    with backend_errors(f"opening blob {sha256}"):
+        file = source.open_blob(sha256)
+    size = 0
+    try:
+        with file, store_errors(f"writing blob {sha256}"), fs.open(path, "wb") as out:
+            chunks = _VerifiedChunks(file, sha256, f"source blob {sha256}")
+            for chunk in chunks:
+                out.write(chunk)
+                size += len(chunk)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            fs.rm(path)
+        raise
+    return size, size
+
+
+class _BlobTransfer:
+    """Decides where blob copies run: on the engine's executor as picklable jobs when the
+    source can be reopened elsewhere and the backup is a folder, else on threads here."""
+
+    def __init__(self, engine: Engine, source: Source, writer: BackupWriter, run: RunState):
+        self.source = source
+        self.writer = writer
+        self._own: ThreadPoolExecutor | None = None
+        reopen = source.reopener() if engine.executor is not None else None
+        self.reopen = reopen if isinstance(writer, FolderWriter) else None
+        if engine.executor is not None and self.reopen is not None:
+            self.executor: Executor = engine.executor
+        else:
+            if engine.executor is not None:
+                why = (
+                    "the source cannot be reopened elsewhere"
+                    if reopen is None
+                    else ("a compressed backup is one stream")
+                )
+                run.notes.append(f"blobs moved on threads, not on the given executor: {why}")
+            self._own = ThreadPoolExecutor(engine.max_workers, thread_name_prefix="repobackup-blob")
+            self.executor = self._own
+
+    def job(self, sha256: str) -> tuple[Callable[..., tuple[int, int]], tuple[Any, ...]]:
+        if self.reopen is not None:
+            assert isinstance(self.writer, FolderWriter)
+            fs, path = self.writer.blob_destination(sha256)
+            return copy_blob_job, (self.reopen, sha256, fs, path)
+        return _copy_blob, (self.source, self.writer, sha256)
+
+    def shutdown(self) -> None:
+        if self._own is not None:
+            self._own.shutdown(wait=True)
 
 
 def default_since(
@@ -330,8 +402,8 @@ def run_backup(engine: Engine, task: BackupTask, run: RunState, started: datetim
         writer = FolderWriter(fs, path, location)
 
     seen = _SeenBlobs()
-    pool: Executor = ThreadPoolExecutor(engine.max_workers, thread_name_prefix="repobackup-blob")
-    pump = _BlobPump(run, pool, engine.max_workers * 4)
+    transfer = _BlobTransfer(engine, source, writer, run)
+    pump = _BlobPump(run, transfer.executor, engine.max_workers * 4)
     members: list[dict[str, Any]] = []
     tree: dict[str, list[str]] = {}
     try:
@@ -348,13 +420,13 @@ def run_backup(engine: Engine, task: BackupTask, run: RunState, started: datetim
                 tally = {"tombstones": 0}
                 lines = _backup_lines(
                     source,
-                    writer,
                     scope,
                     collection,
                     since=since,
                     run=run,
                     seen=seen,
                     pump=pump,
+                    transfer=transfer,
                     tally=tally,
                 )
                 info = writer.write_records(member, lines)
@@ -398,20 +470,24 @@ def run_backup(engine: Engine, task: BackupTask, run: RunState, started: datetim
                 "failed": failed_blobs,
             },
         }
+        if not run.holds_lease():
+            raise RepoBackupError(
+                "the run lost its claim on the task (taken for interrupted by another "
+                "process); the backup was not committed"
+            )
         writer.commit(manifest)
     except BaseException:
         pump.cancel()
         writer.abort()
         raise
     finally:
-        pool.shutdown(wait=True)
+        transfer.shutdown()
         seen.close()
     return location
 
 
 def _backup_lines(
     source: Source,
-    writer: BackupWriter,
     scope: Scope,
     collection: str,
     *,
@@ -419,6 +495,7 @@ def _backup_lines(
     run: RunState,
     seen: _SeenBlobs,
     pump: _BlobPump,
+    transfer: _BlobTransfer,
     tally: dict[str, int],
 ) -> Iterator[bytes]:
     with backend_errors(f"reading {collection} of {scope}"):
@@ -435,7 +512,8 @@ def _backup_lines(
                 tally["tombstones"] += 1
             elif record.blob is not None:
                 if seen.add(record.blob):
-                    pump.submit(record.blob, _copy_blob, source, writer, record.blob, run)
+                    job, args = transfer.job(record.blob)
+                    pump.submit(record.blob, job, *args)
                 else:
                     run.add(blobs_reused=1)
             run.add(records_written=1)
