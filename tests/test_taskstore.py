@@ -338,6 +338,19 @@ class TestStart:
         with pytest.raises(TaskRunningError):
             store.start(running.id, owner="alpha", now=LATER)
 
+    def test_unless_started_since(self, store: TaskStore) -> None:
+        """A task started at or after the given moment is not started again; one started
+        before it is."""
+        task = attrs.evolve(make_task(state=TaskState.FINISHED), start_date=LATER)
+        store.create(task)
+        assert task.id is not None
+        with pytest.raises(TaskRunningError):
+            store.start(task.id, owner="beta", now=LATER, unless_started_since=LATER)
+        assert store.get(task.id).state is TaskState.FINISHED
+        later = LATER + timedelta(seconds=1)
+        started = store.start(task.id, owner="beta", now=later, unless_started_since=later)
+        assert started.start_date == later
+
     def test_unknown_id(self, store: TaskStore) -> None:
         """Starting an id that was never stored raises TaskNotFoundError."""
         with pytest.raises(TaskNotFoundError):

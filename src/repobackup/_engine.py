@@ -144,12 +144,15 @@ class Engine:
         task, owner = self._claim(task_id)
         return self._run_claimed(task, owner)
 
-    def submit(self, task_id: str) -> Future[RunSummary]:
+    def submit(
+        self, task_id: str, *, unless_started_since: datetime | None = None
+    ) -> Future[RunSummary]:
         """Start the task in the background and return a future of its summary.
 
         The task is claimed before this returns, so TaskNotFoundError and TaskRunningError
-        are raised here, not through the future."""
-        task, owner = self._claim(task_id)
+        are raised here, not through the future. With *unless_started_since* (a scheduler's
+        due time), a task started at or after it is not started again: TaskRunningError."""
+        task, owner = self._claim(task_id, unless_started_since=unless_started_since)
         try:
             with self._runner_lock:
                 if self._runner is None:
@@ -198,11 +201,15 @@ class Engine:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _claim(self, task_id: str) -> tuple[BackupTask, str]:
+    def _claim(
+        self, task_id: str, *, unless_started_since: datetime | None = None
+    ) -> tuple[BackupTask, str]:
         self.get_task(task_id)
         # host:pid:nonce lets `recover_interrupted` see at once that a run's process is gone.
         owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-        task = self.tasks.start(task_id, owner=owner, now=self.now())
+        task = self.tasks.start(
+            task_id, owner=owner, now=self.now(), unless_started_since=unless_started_since
+        )
         # The heartbeat starts with the claim, not with the run: a run that `submit` queues
         # behind busy workers must not look dead to another process meanwhile.
         stop = threading.Event()

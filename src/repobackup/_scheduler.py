@@ -94,30 +94,30 @@ class Scheduler:
         started = []
         for task in self._tasks():
             assert task.id is not None
-            if not self._is_due(task, now):
+            due = self._due(task, now)
+            if due is None:
                 continue
             try:
-                # The listing may be a moment old: read the task again so that a run another
-                # scheduler finished in between is seen and not repeated.
-                if not self._is_due(engine.get_task(task.id), now):
-                    continue
-                engine.submit(task.id)
+                # The start is a compare-and-set on the due time: a run another scheduler
+                # made for this due time, even one already finished, is never repeated.
+                engine.submit(task.id, unless_started_since=due)
             except (TaskRunningError, TaskNotFoundError):
                 continue
             started.append(task.id)
         return started
 
-    def _is_due(self, task: BackupTask, now: datetime) -> bool:
+    def _due(self, task: BackupTask, now: datetime) -> datetime | None:
+        """When *task* fell due, if it is due at *now*; else None."""
         if task.state is TaskState.RUNNING:
-            return False
+            return None
         try:
             moment = due_at(task, self.engine.tz)
         except ValueError:
             # Validation at creation makes this unreachable for tasks the engine created; a
             # task written to the store some other way must not stop the others.
             log.exception("task %s: cannot read its execution plan", task.id)
-            return False
-        return moment is not None and moment <= now
+            return None
+        return moment if moment is not None and moment <= now else None
 
     def _tasks(self) -> Iterator[BackupTask]:
         page_number = 1

@@ -68,10 +68,19 @@ class TaskStore(Protocol):
         past the end is empty and still carries the totals."""
         ...
 
-    def start(self, task_id: str, *, owner: str, now: datetime) -> BackupTask:
+    def start(
+        self,
+        task_id: str,
+        *,
+        owner: str,
+        now: datetime,
+        unless_started_since: datetime | None = None,
+    ) -> BackupTask:
         """Atomically move a non-RUNNING task to RUNNING (start_date=now, end_date=None,
         last_modified_date=now) and record *owner* with heartbeat *now*. TaskRunningError if
-        it is RUNNING already, also when another process holds it; TaskNotFoundError if absent."""
+        it is RUNNING already, also when another process holds it, or when it was started at
+        or after *unless_started_since* (a due run another scheduler already made);
+        TaskNotFoundError if absent."""
         ...
 
     def heartbeat(self, task_id: str, *, owner: str, now: datetime) -> bool:
@@ -171,6 +180,19 @@ def _page(
     )
 
 
+def _check_startable(task: BackupTask, unless_started_since: datetime | None) -> None:
+    """TaskRunningError unless *task* may start now (the compare of the compare-and-set)."""
+    assert task.id is not None
+    if task.state is TaskState.RUNNING:
+        raise TaskRunningError(task.id)
+    if (
+        unless_started_since is not None
+        and task.start_date is not None
+        and task.start_date >= unless_started_since
+    ):
+        raise TaskRunningError(task.id)
+
+
 def _started(task: BackupTask, now: datetime) -> BackupTask:
     return attrs.evolve(
         task, state=TaskState.RUNNING, start_date=now, end_date=None, last_modified_date=now
@@ -260,13 +282,19 @@ class MemoryTaskStore:
         offset = (page_number - 1) * page_size
         return _page(tasks[offset : offset + page_size], page_number, page_size, len(tasks))
 
-    def start(self, task_id: str, *, owner: str, now: datetime) -> BackupTask:
+    def start(
+        self,
+        task_id: str,
+        *,
+        owner: str,
+        now: datetime,
+        unless_started_since: datetime | None = None,
+    ) -> BackupTask:
         """Compare-and-set the task to RUNNING for *owner*; see `TaskStore.start`."""
         _require_aware(now, "now")
         with self._lock:
             task = self._task(task_id)
-            if task.state is TaskState.RUNNING:
-                raise TaskRunningError(task_id)
+            _check_startable(task, unless_started_since)
             started = self._tasks[task_id] = _started(task, now)
             self._leases[task_id] = RunLease(task_id, owner, now)
             return started
@@ -535,14 +563,21 @@ class SqliteTaskStore:
                 ).fetchall()
         return _page([_load_task(body) for (body,) in bodies], page_number, page_size, total)
 
-    def start(self, task_id: str, *, owner: str, now: datetime) -> BackupTask:
+    def start(
+        self,
+        task_id: str,
+        *,
+        owner: str,
+        now: datetime,
+        unless_started_since: datetime | None = None,
+    ) -> BackupTask:
         """Compare-and-set the task to RUNNING for *owner*; see `TaskStore.start`."""
         _require_aware(now, "now")
         with self._transaction() as conn:
-            state, _, body = self._row(conn, task_id)
-            if state == TaskState.RUNNING.value:
-                raise TaskRunningError(task_id)
-            started = _started(_load_task(body), now)
+            _, _, body = self._row(conn, task_id)
+            task = _load_task(body)
+            _check_startable(task, unless_started_since)
+            started = _started(task, now)
             conn.execute(
                 "UPDATE task SET state = ?, lease_owner = ?, lease_heartbeat = ?, body = ? "
                 "WHERE id = ?",
