@@ -233,7 +233,8 @@ def _when(value: Any) -> str:
 
 
 def _json_argument(text: str) -> Any:
-    """``--content-json``: JSON text, or the path of a file holding it."""
+    """``--content-json``: JSON text, or the path of a file holding it (read when the command
+    runs, so that the parser alone never touches the disk)."""
     stripped = text.lstrip()
     if stripped.startswith(("{", "[")):
         source = "--content-json"
@@ -243,11 +244,11 @@ def _json_argument(text: str) -> Any:
         try:
             raw = Path(text).read_text(encoding="utf-8")
         except OSError as exc:
-            raise argparse.ArgumentTypeError(f"cannot read {text!r}: {exc.strerror}") from None
+            raise UsageError(f"--content-json: cannot read {text!r}: {exc.strerror}") from None
     try:
         return json.loads(raw)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{source} is not valid JSON: {exc}") from None
+        raise UsageError(f"--content-json: {source} is not valid JSON: {exc}") from None
 
 
 def _positive(text: str) -> int:
@@ -340,7 +341,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     select.add_argument(
         "--content-json",
-        type=_json_argument,
         metavar="FILE|JSON",
         help="a projects array, or a whole content object, as JSON text or a file",
     )
@@ -561,7 +561,7 @@ def _engine(
 def _content(args: argparse.Namespace, *, backup: bool) -> dict[str, Any]:
     content: dict[str, Any] = {}
     projects: list[Any] = []
-    given = args.content_json
+    given = None if args.content_json is None else _json_argument(args.content_json)
     if isinstance(given, list):
         projects.extend(given)
     elif isinstance(given, dict):
