@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 from wsgiref.simple_server import WSGIServer
 
 from ._json import to_json
@@ -31,6 +31,12 @@ from .exceptions import (
     TaskNotFoundError,
     ValidationError,
 )
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+    from ._run import Progress
+    from ._taskstore import TaskStore
+
 
 __all__ = [
     "EXIT_FAILED",
@@ -85,11 +91,6 @@ class Output:
 
             self._out = Console(file=self.stdout, highlight=False, markup=False, emoji=False)
 
-    @property
-    def uses_rich(self) -> bool:
-        """Whether rich draws the output."""
-        return self._out is not None
-
     def say(self, text: str = "") -> None:
         """A line of the result, on stdout."""
         with self._lock:
@@ -141,7 +142,7 @@ class Output:
         self.table(title, ["field", "value"], [list(pair) for pair in pairs])
 
     @contextlib.contextmanager
-    def progress(self) -> Iterator[Callable[[Any], None] | None]:
+    def progress(self) -> Iterator[Callable[[Progress], None] | None]:
         """A callback for `Engine(on_progress=...)` drawing progress on stderr, or None when
         stderr is not a terminal (logs and pipes get the summary only) or with --quiet."""
         if self.quiet or not _isatty(self.stderr):
@@ -154,13 +155,13 @@ class Output:
         from rich.progress import (
             BarColumn,
             DownloadColumn,
-            Progress,
             SpinnerColumn,
             TextColumn,
             TimeElapsedColumn,
         )
+        from rich.progress import Progress as Bar
 
-        bar = Progress(
+        bar = Bar(
             SpinnerColumn(),
             TextColumn("{task.description:<8}"),
             BarColumn(),
@@ -172,7 +173,7 @@ class Output:
         )
         job = bar.add_task("starting", total=None, records=0)
 
-        def update(event: Any) -> None:
+        def update(event: Progress) -> None:
             bar.update(
                 job,
                 description=event.phase,
@@ -207,7 +208,7 @@ class _PlainProgress:
         self.output = output
         self.phase: str | None = None
 
-    def update(self, event: Any) -> None:
+    def update(self, event: Progress) -> None:
         if event.phase != self.phase:
             self.phase = event.phase
             self.output.note(f"… {event.phase}: {event.records} records, {_size(event.bytes)}")
@@ -491,7 +492,9 @@ def _version() -> str:
 # Opening repositories, task stores and engines
 
 
-def _task_store(stack: contextlib.ExitStack, tasks_db: str | None, repository: str | None) -> Any:
+def _task_store(
+    stack: contextlib.ExitStack, tasks_db: str | None, repository: str | None
+) -> TaskStore:
     from ._registry import sqlite_path
     from ._taskstore import MemoryTaskStore, SqliteTaskStore
 
@@ -537,8 +540,8 @@ def _engine(
     args: argparse.Namespace,
     *,
     restore: bool = False,
-    on_progress: Callable[[Any], None] | None = None,
-) -> Any:
+    on_progress: Callable[[Progress], None] | None = None,
+) -> Engine:
     from ._engine import Engine
 
     repository = _open_repository(stack, args.repository, restore=restore)
@@ -674,7 +677,7 @@ def _cmd_task(args: argparse.Namespace, out: Output, *, backup: bool) -> int:
     return _summary(summary, args, out)
 
 
-def _backup_series(engine: Any, data: Mapping[str, Any]) -> BackupTask | None:
+def _backup_series(engine: Engine, data: Mapping[str, Any]) -> BackupTask | None:
     """The task an earlier `repobackup backup` made with the same name and store, if any.
 
     Running it again, rather than making a new task each time, keeps one run history per
@@ -693,13 +696,13 @@ def _backup_series(engine: Any, data: Mapping[str, Any]) -> BackupTask | None:
                 and task.store_location == data["storeLocation"]
                 and task.backup_setting.execution_strategy is ExecutionStrategy.IMMEDIATELY
             ):
-                return task  # type: ignore[no-any-return]
+                return task
         if page_number >= page.total_pages:
             return None
         page_number += 1
 
 
-def _renew(engine: Any, task: BackupTask, data: Mapping[str, Any]) -> str:
+def _renew(engine: Engine, task: BackupTask, data: Mapping[str, Any]) -> str:
     """Give *task* this command's content and setting (checked as a new task would be)."""
     import attrs
 
@@ -719,7 +722,7 @@ def _renew(engine: Any, task: BackupTask, data: Mapping[str, Any]) -> str:
     return task.id
 
 
-def _created(engine: Any, task_id: str, args: argparse.Namespace, out: Output) -> int:
+def _created(engine: Engine, task_id: str, args: argparse.Namespace, out: Output) -> int:
     from ._scheduler import due_at
 
     task: BackupTask = engine.get_task(task_id)
