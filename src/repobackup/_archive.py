@@ -23,6 +23,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from ._backend import Record, Scope
+from ._retry import path_type, retrying
 from ._time import parse_datetime
 from .exceptions import ArchiveError, store_errors
 
@@ -254,9 +255,11 @@ class FolderWriter:
         self._made: set[str] = set()
         self._lock = threading.Lock()
         with store_errors(f"creating {location!r}"):
-            if fs.exists(path) or fs.exists(self._root):
+            if path_type(fs, path, f"checking {path}") or path_type(
+                fs, self._root, f"checking {self._root}"
+            ):
                 raise FileExistsError(f"{location} already exists")
-            fs.makedirs(self._root, exist_ok=True)
+            retrying(f"creating {self._root}", lambda: fs.makedirs(self._root, exist_ok=True))
 
     def __repr__(self) -> str:
         return f"<FolderWriter {self.location!r}>"
@@ -266,9 +269,11 @@ class FolderWriter:
         folder = posixpath.dirname(path)
         with self._lock:
             if folder not in self._made:
-                self.fs.makedirs(folder, exist_ok=True)
+                retrying(f"creating {folder}", lambda: self.fs.makedirs(folder, exist_ok=True))
                 self._made.add(folder)
-        return self.fs.open(path, "wb")  # type: ignore[no-any-return]
+        # Opening is retried; the writes that follow cannot be: a failed stream fails the run.
+        file: IO[bytes] = retrying(f"opening {path}", lambda: self.fs.open(path, "wb"))
+        return file
 
     def write_records(self, member: str, lines: Iterable[bytes]) -> MemberInfo:
         count = 0
@@ -310,8 +315,8 @@ class FolderWriter:
 
     def _remove(self, path: str) -> None:
         try:
-            if self.fs.exists(path):
-                self.fs.rm(path, recursive=True)
+            if path_type(self.fs, path, f"checking {path}") is not None:
+                retrying(f"removing {path}", lambda: self.fs.rm(path, recursive=True))
         except Exception:
             pass
 
@@ -353,16 +358,20 @@ class FolderReader:
 
     def members(self) -> Iterator[str]:
         with store_errors(f"listing {self.location!r}"):
-            for path in self.fs.find(self.path):
-                yield posixpath.relpath(self.fs._strip_protocol(path), self.path)
+            found = retrying(f"listing {self.path}", lambda: self.fs.find(self.path))
+        for path in found:
+            yield posixpath.relpath(self.fs._strip_protocol(path), self.path)
 
     def exists(self, member: str) -> bool:
+        path = self._path(member)
         with store_errors(f"reading {member}"):
-            return bool(self.fs.isfile(self._path(member)))
+            return path_type(self.fs, path, f"checking {path}") == "file"
 
     def open(self, member: str) -> IO[bytes]:
+        path = self._path(member)
         with store_errors(f"reading {member}"):
-            return self.fs.open(self._path(member), "rb")  # type: ignore[no-any-return]
+            file: IO[bytes] = retrying(f"opening {path}", lambda: self.fs.open(path, "rb"))
+        return file
 
     def _path(self, member: str) -> str:
         check_member_path(member)
@@ -430,15 +439,22 @@ def open_backup_chain(
     fs, path = open_store(location, storage_options)
     path = path.rstrip("/")
     with store_errors(f"reading {location!r}"):
-        is_dir = fs.isdir(path)
-        if path.endswith(".zip") or (is_dir and fs.isfile(posixpath.join(path, MANIFEST))):
-            if not is_dir and not fs.exists(path):
+        kind = path_type(fs, path, f"checking {path}")
+        is_dir = kind == "directory"
+        manifest = posixpath.join(path, MANIFEST)
+        if path.endswith(".zip") or (
+            is_dir and path_type(fs, manifest, f"checking {manifest}") == "file"
+        ):
+            if kind is None:
                 raise ArchiveError(f"no backup at {location!r}")
             return [_open_one(fs, path, location)]
         if not is_dir:
             raise ArchiveError(f"no backup at {location!r}")
         candidates = sorted(
-            (posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False)),
+            (
+                posixpath.basename(p.rstrip("/"))
+                for p in retrying(f"listing {path}", lambda: fs.ls(path, detail=False))
+            ),
             key=lambda name: m["stamp"] if (m := BACKUP_NAME.match(name)) else "",
             reverse=True,
         )
@@ -454,6 +470,9 @@ def open_backup_chain(
         complete[name.removesuffix(".zip")] = reader
         newest = newest or reader
     if newest is None:
+        if not complete and BACKUP_NAME.match(posixpath.basename(path)):
+            # Named like a backup, holding none: a backup folder that never completed.
+            raise ArchiveError(f"{location}: no manifest.json, not a complete backup")
         raise ArchiveError(f"no complete backup in {location!r}")
     chain = [newest]
     while (follows := chain[-1].manifest.get("follows")) is not None:
