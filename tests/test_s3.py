@@ -4,6 +4,7 @@ transient store failures injected by a flaky fsspec filesystem."""
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
 from collections import Counter
@@ -171,7 +172,7 @@ class TestS3:
     ) -> None:
         """A zip whose run fails after parts were uploaded never appears: the multipart
         upload is aborted, nothing is left on the store."""
-        big = bytes(range(256)) * (6 * 4096)  # 6 MiB: more than one 5 MiB part
+        big = os.urandom(6 << 20)  # incompressible, so more than one 5 MiB part goes up
         archive_source.put_file("p1", "generic", "/a-big.bin", big, modified=ARCHIVE_T0)
         archive_source.put_file("p1", "generic", "/b-bad.bin", b"bad" * 100, modified=ARCHIVE_T0)
         bad = Path(archive_source.blobs)
