@@ -23,12 +23,6 @@ from repobackup._memory_repo import MemoryRepository
 
 T0 = "2026-03-01T12:00:00+00:00"
 
-# These need the restore pipeline to report what the reader refused (`ZipReader.problems`)
-# and to check each records member with `check_records_member` under the error strategy.
-# Strict: once the restore does, they pass, and this marker must go.
-needs_restore_reporting = pytest.mark.xfail(
-    strict=True, reason="restore does not yet report reader problems under the error strategy"
-)
 GOOD = b"good file content\n" * 20
 OTHER = b"another file\n" * 30
 
@@ -190,7 +184,6 @@ HOSTILE_NAMES = ["../x", "../../../../escaped", "/abs-{token}", "a/../../x", "co
 
 
 class TestHostileMemberNames:
-    @needs_restore_reporting
     @pytest.mark.parametrize("name", HOSTILE_NAMES)
     def test_continue_reports_the_member_and_restores_the_rest(
         self,
@@ -215,7 +208,6 @@ class TestHostileMemberNames:
         if hostile.startswith("/"):
             assert not Path(hostile).exists()
 
-    @needs_restore_reporting
     @pytest.mark.parametrize("name", HOSTILE_NAMES)
     def test_fast_fail_stops_before_anything_is_written(
         self,
@@ -233,7 +225,6 @@ class TestHostileMemberNames:
         assert any(hostile in e.message or e.key == hostile for e in summary.errors)
         assert restored_keys(target) == set()
 
-    @needs_restore_reporting
     def test_symlink_members_are_errors(
         self, made: HandMade, target: MemoryRepository, place: Path, nothing_escapes: None
     ) -> None:
@@ -250,7 +241,6 @@ class TestHostileMemberNames:
         failed = restore(MemoryRepository(), made.write(place / "hostile2.zip"), "FAST_FAIL")
         assert failed.state is TaskState.FAILED
 
-    @needs_restore_reporting
     def test_a_duplicated_blob_is_used_in_neither_copy(
         self, made: HandMade, target: MemoryRepository, place: Path
     ) -> None:
@@ -268,7 +258,6 @@ class TestHostileMemberNames:
         failed = restore(MemoryRepository(), location, "FAST_FAIL")
         assert failed.state is TaskState.FAILED
 
-    @needs_restore_reporting
     def test_a_duplicated_records_member(
         self, made: HandMade, target: MemoryRepository, place: Path
     ) -> None:
@@ -364,7 +353,6 @@ class TestDamagedContent:
         assert [e.key for e in summary.errors] == [f"{member}:3"]
         assert "/planted" not in restored_keys(target)
 
-    @needs_restore_reporting
     @pytest.mark.parametrize(
         ("change", "expected"),
         [

@@ -30,6 +30,7 @@ from ._scheduler import Scheduler
 from ._select import compile_pattern, select
 from ._sqlite_repo import SqliteRepository
 from ._taskstore import MemoryTaskStore, SqliteTaskStore, TaskStore
+from ._verify import VerifyProblem, VerifyReport, verify
 from .exceptions import (
     ArchiveError,
     BackendError,
@@ -79,9 +80,12 @@ __all__ = [
     "TaskStore",
     "TaskType",
     "ValidationError",
+    "VerifyProblem",
+    "VerifyReport",
     "compile_pattern",
     "from_json",
     "parse_cron",
     "select",
     "to_json",
+    "verify",
 ]

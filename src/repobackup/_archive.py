@@ -13,7 +13,7 @@ import posixpath
 import re
 import shutil
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import IO, Any, Protocol
 from urllib.parse import quote, unquote
@@ -264,13 +264,18 @@ class FolderWriter:
     def __repr__(self) -> str:
         return f"<FolderWriter {self.location!r}>"
 
-    def _open(self, member: str) -> IO[bytes]:
+    def _path_made(self, member: str) -> str:
+        """The full path of *member*, its folder created once."""
         path = posixpath.join(self._root, member)
         folder = posixpath.dirname(path)
         with self._lock:
             if folder not in self._made:
                 retrying(f"creating {folder}", lambda: self.fs.makedirs(folder, exist_ok=True))
                 self._made.add(folder)
+        return path
+
+    def _open(self, member: str) -> IO[bytes]:
+        path = self._path_made(member)
         # Opening is retried; the writes that follow cannot be: a failed stream fails the run.
         file: IO[bytes] = retrying(f"opening {path}", lambda: self.fs.open(path, "wb"))
         return file
@@ -289,6 +294,10 @@ class FolderWriter:
             out.write(bytes(buffer))
         return MemberInfo(member, out.size, out.digest.hexdigest(), count)
 
+    def blob_destination(self, sha256: str) -> tuple[fsspec.AbstractFileSystem, str]:
+        """Where a blob is written, its folder made: for a copy running in another process."""
+        return self.fs, self._path_made(blob_member(sha256, compressed=False))
+
     def write_blob(self, sha256: str, chunks: Iterable[bytes]) -> int:
         member = blob_member(sha256, compressed=False)
         size = 0
@@ -305,6 +314,10 @@ class FolderWriter:
     def commit(self, manifest: Mapping[str, Any]) -> None:
         data = json.dumps(manifest, ensure_ascii=False, indent=1).encode()
         with store_errors(f"committing {self.location!r}"):
+            if self._local and not self.fs.isdir(self._root):
+                # Removed under us (a run taken for dead was cleaned up): never let a
+                # manifest alone make a backup look complete.
+                raise FileNotFoundError(f"{self._root} was removed while the backup ran")
             with self._open(MANIFEST) as file:
                 file.write(data)
             if self._local:
@@ -326,6 +339,10 @@ class BackupReader(Protocol):
 
     location: str
     manifest: dict[str, Any]
+    @property
+    def problems(self) -> Sequence[tuple[str, str]]:
+        """(member, why) for every entry the reader refused to read (hostile, malformed)."""
+        ...
 
     def members(self) -> Iterator[str]:
         """Every member path in the backup."""
@@ -351,6 +368,8 @@ class FolderReader:
         self.fs = fs
         self.path = path.rstrip("/")
         self.location = location
+        # A folder has no index to refuse entries from; its members are checked when read.
+        self.problems: Sequence[tuple[str, str]] = ()
         self.manifest = load_manifest(self, location)
 
     def __repr__(self) -> str:

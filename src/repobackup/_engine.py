@@ -12,7 +12,9 @@ import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from datetime import datetime, timedelta, tzinfo
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import attrs
 
 from ._archive import open_store
 from ._backend import Source, Target
@@ -31,10 +33,8 @@ from ._retention import apply_retention, remove_leftovers
 from ._run import Progress, RunState, run_backup, run_restore
 from ._taskstore import MemoryTaskStore, TaskStore
 from ._time import local_zone
+from ._verify import VerifyReport, verify
 from .exceptions import RepoBackupError, TaskNotFoundError
-
-if TYPE_CHECKING:
-    from ._verify import VerifyReport
 
 __all__ = ["Engine"]
 
@@ -120,6 +120,30 @@ class Engine:
         self.tasks.create(created)
         return created.id
 
+    def update_task(
+        self, task_id: str, changes: BackupTask | Mapping[str, Any], *, user: str | None = None
+    ) -> BackupTask:
+        """Give an existing task new content, settings, name or store location, validated as
+        a new task would be; its id, creation, state and run history stay. Returns the task.
+
+        *changes* is a whole task (object or JSON mapping); engine-owned fields in it are
+        ignored. Raise TaskNotFoundError or ValidationError."""
+        stored = self.get_task(task_id)
+        data = to_json(changes) if isinstance(changes, BackupTask) else changes
+        parsed = parse_new_task(data, tz=self.tz)
+        updated = attrs.evolve(
+            stored,
+            name=parsed.name,
+            store_location=parsed.store_location,
+            content=parsed.content,
+            type=parsed.type,
+            backup_setting=parsed.backup_setting,
+            last_modified_by=user or self.user,
+            last_modified_date=self.now(),
+        )
+        self.tasks.update(updated)
+        return self.tasks.get(task_id)
+
     def get_task(self, task_id: str) -> BackupTask:
         """The task with *task_id*; TaskNotFoundError if there is none."""
         if not isinstance(task_id, str) or not TASK_ID.match(task_id):
@@ -179,8 +203,6 @@ class Engine:
         """Check the backup at *location* (a backup folder or zip, or a task folder) without
         restoring it: every member's and blob's hash, every record line, nothing outside the
         tree. The report's ``ok`` is False with each problem named."""
-        from ._verify import verify
-
         return verify(location, self.storage_options, max_workers=self.max_workers)
 
     def runs(self, task_id: str, limit: int = 50) -> list[RunSummary]:

@@ -13,9 +13,8 @@ import posixpath
 import sqlite3
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
 from typing import IO, TYPE_CHECKING, Any
 
@@ -40,7 +39,9 @@ from ._archive import (
 from ._backend import Outcome, Record, Scope, Source, Target
 from ._json import to_json
 from ._model import BackupTask, ErrorStrategy, RunCounts, RunError, TaskState
+from ._retry import path_type
 from ._select import select
+from ._verify import check_records_member
 from .exceptions import (
     ArchiveError,
     InsufficientSpaceError,
@@ -167,33 +168,37 @@ class _BlobPump:
         self.run = run
         self.executor = executor
         self.limit = max(1, limit)
-        self.pending: deque[tuple[str, Future[Any]]] = deque()
+        self.pending: dict[Future[Any], str] = {}
 
     def submit(self, key: str, job: Callable[..., Any], *args: Any) -> None:
         while len(self.pending) >= self.limit:
-            self._reap_one()
-        self.pending.append((key, self.executor.submit(job, *args)))
+            self._reap()
+        self.pending[self.executor.submit(job, *args)] = key
 
-    def _reap_one(self) -> None:
-        key, future = self.pending.popleft()
-        try:
-            read, written = future.result()
-        except FastFail:
-            raise
-        except Exception as exc:
-            self.run.add(blobs_failed=1)
-            self.run.fail("blob", key, _reason(exc))
-        else:
-            self.run.add(blobs_written=1, bytes_read=read, bytes_written=written)
+    def _reap(self) -> None:
+        # Whichever copies finish first: waiting for the oldest would leave the other workers
+        # idle behind one large blob.
+        done, _ = wait(self.pending, return_when=FIRST_COMPLETED)
+        for future in done:
+            key = self.pending.pop(future)
+            try:
+                read, written = future.result()
+            except FastFail:
+                raise
+            except Exception as exc:
+                self.run.add(blobs_failed=1)
+                self.run.fail("blob", key, _reason(exc))
+            else:
+                self.run.add(blobs_written=1, bytes_read=read, bytes_written=written)
 
     def drain(self) -> None:
         while self.pending:
-            self._reap_one()
+            self._reap()
 
     def cancel(self) -> None:
-        for _, future in self.pending:
+        for future in self.pending:
             future.cancel()
-        for _, future in self.pending:
+        for future in self.pending:
             if not future.cancelled():
                 with contextlib.suppress(BaseException):
                     future.result()
@@ -371,10 +376,8 @@ def run_backup(engine: Engine, task: BackupTask, run: RunState, started: datetim
         name = f"{task.name}-{stamp.strftime(STAMP_FORMAT)}"
         suffix = ".zip" if task.content.compression else ""
         path = posixpath.join(task_dir, name + suffix)
-        with store_errors(f"checking {path}"):
-            taken = fs.exists(path) or fs.exists(
-                posixpath.join(task_dir, f".{name}{suffix}.partial")
-            )
+        partial = posixpath.join(task_dir, f".{name}{suffix}.partial")
+        taken = any(path_type(fs, p, f"checking {p}") is not None for p in (path, partial))
         if not taken:
             break
         stamp += timedelta(seconds=1)  # two runs in one second: the later one takes the next
@@ -608,21 +611,6 @@ def _open_member(reader: BackupReader, member: str) -> IO[bytes]:
     return raw
 
 
-def _check_member_hash(reader: BackupReader, entry: Mapping[str, Any]) -> None:
-    """Hash a records member before anything from it is written (nothing is trusted)."""
-    digest = hashlib.sha256()
-    size = 0
-    with store_errors(f"reading {entry['path']}"), reader.open(entry["path"]) as file:
-        while chunk := file.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    if digest.hexdigest() != entry.get("sha256") or size != entry.get("size"):
-        raise ArchiveError(
-            f"{reader.location}: member {entry['path']} does not match the manifest "
-            f"(sha256 or size differs): corrupt or altered"
-        )
-
-
 def _restore_records(
     reader: BackupReader, member: str, scope: Scope, collection: str, run: RunState
 ) -> Iterator[Record]:
@@ -668,8 +656,18 @@ class _Restore:
         tree = _manifest_tree(self.reader)
         content = self.task.content
         wanted = select(content.projects, tree, lambda p: tree[p]) if content.projects else {}
+        run = self.run_state
+        # Entries the reader refused (paths escaping the tree, links, duplicates) are never
+        # read; they are reported under the error strategy.
+        for member, message in self.reader.problems:
+            run.fail("member", member, f"{self.reader.location}: {message}")
         for entry in self.reader.manifest["members"]:
-            scope, collection = _member_scope(self.reader, entry, self.compressed)
+            try:
+                scope, collection = _member_scope(self.reader, entry, self.compressed)
+            except ArchiveError as exc:
+                where = entry.get("path") if isinstance(entry, dict) else entry
+                run.fail("member", str(where), exc.message)
+                continue
             if scope.project_id is None:
                 if not content.common_data:
                     continue
@@ -677,7 +675,13 @@ class _Restore:
                 scope.repo_name is not None and scope.repo_name not in wanted[scope.project_id]
             ):
                 continue
-            _check_member_hash(self.reader, entry)
+            try:
+                check_records_member(self.reader, entry)
+            except ArchiveError as exc:
+                records = entry.get("records")
+                run.add(records_failed=records if isinstance(records, int) else 0)
+                run.fail("member", entry["path"], exc.message)
+                continue
             records = _restore_records(
                 self.reader, entry["path"], scope, collection, self.run_state
             )

@@ -37,8 +37,13 @@ def _location_problem(location: str) -> str | None:
     if not location.strip():
         return "must not be empty"
     protocol = fsspec.utils.get_protocol(location)
-    if protocol not in fsspec.available_protocols():
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ValueError:
         return f"unknown storage protocol {protocol!r}"
+    except ImportError as exc:
+        # Known to fsspec, but its package is not installed: say which one.
+        return f"storage protocol {protocol!r} is not installed: {exc}"
     return None
 
 

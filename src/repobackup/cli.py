@@ -704,21 +704,8 @@ def _backup_series(engine: Engine, data: Mapping[str, Any]) -> BackupTask | None
 
 def _renew(engine: Engine, task: BackupTask, data: Mapping[str, Any]) -> str:
     """Give *task* this command's content and setting (checked as a new task would be)."""
-    import attrs
-
-    from ._json import parse_new_task
-
-    fresh = parse_new_task(data, tz=engine.tz)
     assert task.id is not None
-    engine.tasks.update(
-        attrs.evolve(
-            task,
-            content=fresh.content,
-            backup_setting=fresh.backup_setting,
-            last_modified_by=engine.user,
-            last_modified_date=engine.now(),
-        )
-    )
+    engine.update_task(task.id, data)
     return task.id
 
 
