@@ -23,6 +23,7 @@ from repobackup import (
     RunSummary,
     Scope,
     TaskState,
+    ValidationError,
     from_json,
     to_json,
 )
@@ -498,3 +499,30 @@ class TestExecutors:
             summary = run(Engine(source, executor=pool), body(tmp_path))
         assert summary.state is TaskState.FINISHED
         assert any("cannot be reopened" in note for note in summary.notes)
+
+
+class TestUpdateTask:
+    def test_update_keeps_identity_and_history(
+        self, repo: SqliteRepository, tmp_path: Path
+    ) -> None:
+        """update_task changes what a task does and keeps its id, creation and runs."""
+        engine = Engine(repo)
+        task_id = engine.create_task(body(tmp_path))
+        engine.execute(task_id)
+        before = engine.get_task(task_id)
+        updated = engine.update_task(task_id, body(tmp_path, increment=True), user="bob")
+        assert updated.content.increment is True
+        assert updated.id == task_id
+        assert updated.created_date == before.created_date
+        assert updated.last_run == before.last_run
+        assert updated.last_modified_by == "bob"
+        assert len(engine.runs(task_id)) == 1
+
+    def test_update_is_validated(self, repo: SqliteRepository, tmp_path: Path) -> None:
+        """A change that would make an invalid task is refused and nothing changes."""
+        engine = Engine(repo)
+        task_id = engine.create_task(body(tmp_path))
+        with pytest.raises(ValidationError) as caught:
+            engine.update_task(task_id, body(tmp_path, commonData=False, projects=[]))
+        assert [p.path for p in caught.value.problems] == ["$.content"]
+        assert engine.get_task(task_id).content.common_data is True
