@@ -115,12 +115,7 @@ def record_to_line(record: Record) -> bytes:
 
 def line_to_record(line: bytes, where: str, scope: Scope, collection: str) -> Record:
     """Parse and check one line of a records member; ArchiveError naming *where* otherwise."""
-    try:
-        data = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ArchiveError(f"{where}: malformed JSON line: {exc}") from None
-    if not isinstance(data, dict):
-        raise ArchiveError(f"{where}: a record line must be a JSON object")
+    data = _json_object(line, f"{where}: malformed JSON line")
     problems = []
     key = data.get("key")
     if not isinstance(key, str):
@@ -164,6 +159,17 @@ def line_to_record(line: bytes, where: str, scope: Scope, collection: str) -> Re
     )
 
 
+def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+    """*raw* parsed as a JSON object; ArchiveError starting with *what* otherwise."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ArchiveError(f"{what}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ArchiveError(f"{what}: found {type(data).__name__}")
+    return data
+
+
 @attrs.frozen
 class MemberInfo:
     """What a records member holds: path, stored size and sha256, record count."""
@@ -183,6 +189,14 @@ def open_store(
     with store_errors(f"opening store {location!r}"):
         fs, path = fsspec.core.url_to_fs(location, **options)
     return fs, path
+
+
+def task_folder(
+    store_location: str, name: str, storage_options: Mapping[str, Mapping[str, Any]] | None
+) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem and the folder that holds the backups of task *name*."""
+    fs, base = open_store(store_location, storage_options)
+    return fs, posixpath.join(base.rstrip("/"), name)
 
 
 def free_space(fs: fsspec.AbstractFileSystem, path: str) -> int | None:
@@ -419,12 +433,7 @@ def load_manifest(reader: BackupReader, location: str) -> dict[str, Any]:
         raise ArchiveError(f"{location}: no manifest.json, not a complete backup")
     with reader.open(MANIFEST) as file:
         raw = file.read()
-    try:
-        manifest = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ArchiveError(f"{location}: manifest.json is not valid JSON: {exc}") from None
-    if not isinstance(manifest, dict):
-        raise ArchiveError(f"{location}: manifest.json must hold an object")
+    manifest = _json_object(raw, f"{location}: manifest.json is not a JSON object")
     if manifest.get("format") != FORMAT:
         raise ArchiveError(
             f"{location}: unsupported archive format {manifest.get('format')!r} "

@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from ._archive import open_store
+from ._archive import task_folder
 from ._backend import Source, Target
 from ._ids import TASK_ID, new_task_id
 from ._json import from_json, parse_new_task, to_json
@@ -360,10 +360,10 @@ class Engine:
             )
             return
         try:
-            fs, base = open_store(task.store_location, self.storage_options)
+            fs, folder = task_folder(task.store_location, task.name, self.storage_options)
             removed = apply_retention(
                 fs,
-                posixpath.join(base.rstrip("/"), task.name),
+                folder,
                 retention.keep_last,
                 keep=[posixpath.basename(location.rstrip("/"))],
             )
@@ -452,10 +452,10 @@ class Engine:
 
     def _remove_leftovers(self, task: BackupTask, started: datetime, now: datetime) -> list[str]:
         try:
-            fs, base = open_store(task.store_location, self.storage_options)
+            fs, folder = task_folder(task.store_location, task.name, self.storage_options)
             removed = remove_leftovers(
                 fs,
-                posixpath.join(base.rstrip("/"), task.name),
+                folder,
                 task.name,
                 started,
                 self.tz,

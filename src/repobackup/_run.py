@@ -32,9 +32,9 @@ from ._archive import (
     free_space,
     line_to_record,
     open_backup_chain,
-    open_store,
     record_member,
     record_to_line,
+    task_folder,
 )
 from ._backend import Outcome, Record, Scope, Source, Target
 from ._json import to_json
@@ -369,8 +369,7 @@ def run_backup(engine: Engine, task: BackupTask, run: RunState, started: datetim
     run.since = since
     scopes = _scopes(source, task, since)
 
-    fs, base = open_store(task.store_location, engine.storage_options)
-    task_dir = posixpath.join(base.rstrip("/"), task.name)
+    fs, task_dir = task_folder(task.store_location, task.name, engine.storage_options)
     stamp = started.astimezone(engine.tz)
     while True:
         name = f"{task.name}-{stamp.strftime(STAMP_FORMAT)}"
