@@ -16,34 +16,10 @@ from hypothesis import strategies as st
 from repobackup import Engine, TaskState
 from repobackup.adapters.json import JsonApi, new_trace_id, parse_body
 from repobackup.exceptions import MalformedRequestError
+from spec_examples import SPEC_BACKUP, SPEC_RESTORE
 
 TRACE_ID = re.compile(r"[0-9a-f]{32}")
 TASK_ID = re.compile(r"[0-9a-f]{24}")
-
-# The spec's two request bodies, verbatim but for the store location (a JSON string).
-SPEC_BACKUP = """{
-    "name":"test",
-    "storeLocation":%s,
-    "content":{
-        "commonData": true,
-        "compression":true,
-        "projects":[{
-            "projectRegex":"*"
-        }]
-    }
-}"""
-SPEC_RESTORE = """{
-    "name":"test1-restore",
-    "storeLocation":%s,
-    "type":"DATA_RESTORE",
-    "content":{
-        "commonData": true,
-        "compression":true,
-        "projects":[{
-            "projectRegex":"*"
-        }]
-    }
-}"""
 
 # The record of the spec's list example, reduced to its keys.
 SPEC_RECORD_KEYS = {

@@ -20,33 +20,10 @@ from hypothesis import strategies as st
 
 from repobackup import Engine, TaskState, to_json
 from repobackup.adapters.wsgi import bearer_token_authorizer, http_status, make_app
+from spec_examples import SPEC_BACKUP, SPEC_RESTORE
 
 TRACE_ID = re.compile(r"[0-9a-f]{32}")
 BASE = "/job/api/job/backup"
-
-SPEC_BACKUP = """{
-    "name":"test",
-    "storeLocation":%s,
-    "content":{
-        "commonData": true,
-        "compression":true,
-        "projects":[{
-            "projectRegex":"*"
-        }]
-    }
-}"""
-SPEC_RESTORE = """{
-    "name":"test1-restore",
-    "storeLocation":%s,
-    "type":"DATA_RESTORE",
-    "content":{
-        "commonData": true,
-        "compression":true,
-        "projects":[{
-            "projectRegex":"*"
-        }]
-    }
-}"""
 
 
 class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
