@@ -470,8 +470,11 @@ class SqliteRepository(RepositoryBase):
         fs, root = fsspec.core.url_to_fs(url, **self._storage_options)
         self._fs: Any = fs
         self._root: str = root.rstrip("/")
+        # Local blobs go through os and io directly: fsspec's wrappers cost more than reading
+        # or writing a small blob does.
+        self._local = isinstance(fs, LocalFileSystem)
         # A local store is remembered by its absolute path, so a reopener works from any cwd.
-        self._blobs = self._root if isinstance(fs, LocalFileSystem) else url
+        self._blobs = self._root if self._local else url
         self._lock = threading.Lock()
         self._closed = False
         self._idle: list[sqlite3.Connection] = []
@@ -663,7 +666,10 @@ class SqliteRepository(RepositoryBase):
 
     def open_blob(self, sha256: str) -> BinaryIO:
         """A binary file object reading the blob; FileNotFoundError when it is absent."""
-        return cast(BinaryIO, self._fs.open(self._blob_path(sha256), "rb"))
+        path = self._blob_path(sha256)
+        if self._local:
+            return open(path, "rb")
+        return cast(BinaryIO, self._fs.open(path, "rb"))
 
     def reopener(self) -> Callable[[], SqliteRepository]:
         """A picklable ``functools.partial`` opening this repository (database and blobs)."""
@@ -731,7 +737,10 @@ class SqliteRepository(RepositoryBase):
 
     def has_blob(self, sha256: str) -> bool:
         """Whether the blob is stored."""
-        return bool(self._fs.exists(self._blob_path(sha256)))
+        path = self._blob_path(sha256)
+        if self._local:
+            return os.path.exists(path)
+        return bool(self._fs.exists(path))
 
     def write_blob(self, sha256: str, chunks: Iterable[bytes]) -> int:
         """Store the blob from *chunks*; return its size.
@@ -744,14 +753,15 @@ class SqliteRepository(RepositoryBase):
         temporary = f"{self._root}/.tmp/{sha256}.{uuid.uuid4().hex}"
         fs = self._fs
         size = 0
+        makedirs = os.makedirs if self._local else fs.makedirs
         try:
-            fs.makedirs(posixpath.dirname(temporary), exist_ok=True)
-            with fs.open(temporary, "wb") as stream:
+            makedirs(posixpath.dirname(temporary), exist_ok=True)
+            with open(temporary, "wb") if self._local else fs.open(temporary, "wb") as stream:
                 for chunk in chunks:
                     stream.write(chunk)
                     size += len(chunk)
-            fs.makedirs(posixpath.dirname(final), exist_ok=True)
-            if isinstance(fs, LocalFileSystem):
+            makedirs(posixpath.dirname(final), exist_ok=True)
+            if self._local:
                 os.replace(temporary, final)  # atomic, and replaces on every platform
             else:
                 fs.mv(temporary, final)
