@@ -104,16 +104,21 @@ def worth_compressing(sample: bytes) -> bool:
     Known compressed formats are recognised by their magic bytes; anything else is judged by
     how much its sample shrinks at a fast level.
     """
-    if len(sample) < TINY or sample.startswith(_COMPRESSED_MAGIC):
+    if _not_worth_trying(sample):
         return False
-    if sample[4:8] == b"ftyp" or (sample[:4] == b"RIFF" and sample[8:12] == b"WEBP"):
-        return False  # mp4, mov, webp
     head = sample[:SAMPLE]
     # A context is not safe to share between threads, and costly to make for every blob.
     probe: zstandard.ZstdCompressor | None = getattr(_probes, "value", None)
     if probe is None:
         probe = _probes.value = zstandard.ZstdCompressor(level=1)
     return len(probe.compress(head)) <= len(head) * WORTH
+
+
+def _not_worth_trying(sample: bytes) -> bool:
+    """Whether content starting with *sample* is too small or compressed already."""
+    if len(sample) < TINY or sample.startswith(_COMPRESSED_MAGIC):
+        return True
+    return sample[4:8] == b"ftyp" or (sample[:4] == b"RIFF" and sample[8:12] == b"WEBP")
 
 
 def _dos_stamp(moment: time.struct_time) -> tuple[int, int]:
@@ -372,13 +377,21 @@ class ZipWriter:
             with self._spool() as spool:
                 stream = iter(chunks)
                 head = bytearray()
+                whole = True
                 for chunk in stream:
                     head += chunk
                     if len(head) >= SAMPLE:
+                        whole = False
                         break
-                compress = worth_compressing(bytes(head[:SAMPLE]))
                 sink = _Sink(spool, hashing=False)
-                if compress:
+                if whole:
+                    # A small blob is at hand whole: compressing it once at the real level
+                    # tells what it gains, at less cost than a probe and then the real pass.
+                    data = bytes(head)
+                    packed = b"" if _not_worth_trying(data) else self._compressor().compress(data)
+                    compress = 0 < len(packed) <= len(data) * WORTH  # a frame is never empty
+                    sink.write(packed if compress else data)
+                elif compress := worth_compressing(bytes(head[:SAMPLE])):
                     compressor = self._compressor().compressobj()
                     sink.write(compressor.compress(head))
                     for chunk in stream:
