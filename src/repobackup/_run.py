@@ -10,11 +10,12 @@ import contextlib
 import hashlib
 import io
 import posixpath
+import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import IO, TYPE_CHECKING, Any
 
@@ -169,31 +170,33 @@ class _BlobPump:
         self.executor = executor
         self.limit = max(1, limit)
         self.pending: dict[Future[Any], str] = {}
+        # Copies report here as they finish, in whatever order: waiting for the oldest would
+        # leave the other workers idle behind one large blob, and `wait` over every pending
+        # future costs more than a small blob's copy.
+        self._finished: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
 
     def submit(self, key: str, job: Callable[..., Any], *args: Any) -> None:
         while len(self.pending) >= self.limit:
-            self._reap()
-        self.pending[self.executor.submit(job, *args)] = key
+            self._reap(self._finished.get())
+        future = self.executor.submit(job, *args)
+        self.pending[future] = key
+        future.add_done_callback(self._finished.put)
 
-    def _reap(self) -> None:
-        # Whichever copies finish first: waiting for the oldest would leave the other workers
-        # idle behind one large blob.
-        done, _ = wait(self.pending, return_when=FIRST_COMPLETED)
-        for future in done:
-            key = self.pending.pop(future)
-            try:
-                read, written = future.result()
-            except FastFail:
-                raise
-            except Exception as exc:
-                self.run.add(blobs_failed=1)
-                self.run.fail("blob", key, _reason(exc))
-            else:
-                self.run.add(blobs_written=1, bytes_read=read, bytes_written=written)
+    def _reap(self, future: Future[Any]) -> None:
+        key = self.pending.pop(future)
+        try:
+            read, written = future.result()
+        except FastFail:
+            raise
+        except Exception as exc:
+            self.run.add(blobs_failed=1)
+            self.run.fail("blob", key, _reason(exc))
+        else:
+            self.run.add(blobs_written=1, bytes_read=read, bytes_written=written)
 
     def drain(self) -> None:
         while self.pending:
-            self._reap()
+            self._reap(self._finished.get())
 
     def cancel(self) -> None:
         for future in self.pending:
