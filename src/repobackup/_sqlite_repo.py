@@ -753,17 +753,21 @@ class SqliteRepository(RepositoryBase):
         temporary = f"{self._root}/.tmp/{sha256}.{uuid.uuid4().hex}"
         fs = self._fs
         size = 0
-        makedirs = os.makedirs if self._local else fs.makedirs
         try:
-            makedirs(posixpath.dirname(temporary), exist_ok=True)
-            with open(temporary, "wb") if self._local else fs.open(temporary, "wb") as stream:
+            with self._create(temporary) as stream:
                 for chunk in chunks:
                     stream.write(chunk)
                     size += len(chunk)
-            makedirs(posixpath.dirname(final), exist_ok=True)
             if self._local:
-                os.replace(temporary, final)  # atomic, and replaces on every platform
+                # Atomic, and replaces on every platform. The folder is made only when the move
+                # says it is missing: checking first costs more syscalls than the write.
+                try:
+                    os.replace(temporary, final)
+                except FileNotFoundError:
+                    os.makedirs(posixpath.dirname(final), exist_ok=True)
+                    os.replace(temporary, final)
             else:
+                fs.makedirs(posixpath.dirname(final), exist_ok=True)
                 fs.mv(temporary, final)
         except BaseException:
             # The original error matters more than a leftover temporary file.
@@ -771,6 +775,17 @@ class SqliteRepository(RepositoryBase):
                 fs.rm(temporary)
             raise
         return size
+
+    def _create(self, path: str) -> BinaryIO:
+        """A new file at *path* to write, its folder made when missing."""
+        if not self._local:
+            self._fs.makedirs(posixpath.dirname(path), exist_ok=True)
+            return cast(BinaryIO, self._fs.open(path, "wb"))
+        try:
+            return open(path, "wb")
+        except FileNotFoundError:
+            os.makedirs(posixpath.dirname(path), exist_ok=True)
+            return open(path, "wb")
 
     def _blob_path(self, sha256: str) -> str:
         check_sha256(sha256)
