@@ -745,12 +745,15 @@ class SqliteRepository(RepositoryBase):
     def write_blob(self, sha256: str, chunks: Iterable[bytes]) -> int:
         """Store the blob from *chunks*; return its size.
 
-        The content goes to a temporary file under ``<blobs>/.tmp/`` and is moved into place
-        only once every chunk is written (os.replace on a local disk), so if iterating *chunks*
-        raises, nothing is stored under *sha256* and the error comes out unchanged.
+        The content goes to a temporary file beside its final name (``<sha256>.<random>.tmp``)
+        and is moved into place only once every chunk is written (os.replace on a local disk),
+        so if iterating *chunks* raises, nothing is stored under *sha256* and the error comes
+        out unchanged. A process killed midway can leave such a ``.tmp`` file; nothing reads it.
         """
         final = self._blob_path(sha256)
-        temporary = f"{self._root}/.tmp/{sha256}.{uuid.uuid4().hex}"
+        # Beside the final name, not in one shared folder: a rename within a folder is the
+        # cheapest, and concurrent writers do not all queue on one folder's lock.
+        temporary = f"{final}.{uuid.uuid4().hex}.tmp"
         fs = self._fs
         size = 0
         try:
@@ -759,15 +762,8 @@ class SqliteRepository(RepositoryBase):
                     stream.write(chunk)
                     size += len(chunk)
             if self._local:
-                # Atomic, and replaces on every platform. The folder is made only when the move
-                # says it is missing: checking first costs more syscalls than the write.
-                try:
-                    os.replace(temporary, final)
-                except FileNotFoundError:
-                    os.makedirs(posixpath.dirname(final), exist_ok=True)
-                    os.replace(temporary, final)
+                os.replace(temporary, final)  # atomic, and replaces on every platform
             else:
-                fs.makedirs(posixpath.dirname(final), exist_ok=True)
                 fs.mv(temporary, final)
         except BaseException:
             # The original error matters more than a leftover temporary file.
