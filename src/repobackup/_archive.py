@@ -52,6 +52,9 @@ STAMP_FORMAT = "%Y%m%d.%H%M%S"
 # Characters an id keeps as is in a path; everything else is percent-encoded.
 _SAFE = "-_~@+=,."
 
+# One encoder for every record line: json.dumps with options builds a new one per call.
+_LINES = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
 
 def encode_component(value: str) -> str:
     """An id as one safe path component: percent-encoded, never empty, never ``.`` or ``..``."""
@@ -107,10 +110,7 @@ def record_to_line(record: Record) -> bytes:
         "size": record.size,
         "document": record.document,
     }
-    return (
-        json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
-        + b"\n"
-    )
+    return _LINES.encode(data).encode() + b"\n"
 
 
 def line_to_record(line: bytes, where: str, scope: Scope, collection: str) -> Record:
