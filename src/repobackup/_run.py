@@ -692,16 +692,28 @@ class _Restore:
 
     def blob(self, sha256: str) -> None:
         reader = self.reader
-        member = blob_member(sha256, compressed=False)
-        if self.compressed and not reader.exists(member):
-            member = blob_member(sha256, compressed=True)
-        if not reader.exists(member):
-            raise ArchiveError(f"blob {sha256} is missing from the backup")
-        with store_errors(f"reading {member}"), _open_member(reader, member) as file:
+        member, file = self._open_blob(sha256)
+        with store_errors(f"reading {member}"), file:
             chunks = _VerifiedChunks(file, sha256, f"{reader.location}: {member}")
             with backend_errors(f"writing blob {sha256}"):
                 written = self.target.write_blob(sha256, chunks)
         self.run_state.add(blobs_written=1, bytes_read=chunks.size, bytes_written=written)
+
+    def _open_blob(self, sha256: str) -> tuple[str, IO[bytes]]:
+        """The member holding the blob, opened. Whether a member exists is asked only when
+        opening it fails: each question is a stat or a query of a zip's index, and a restore
+        asks for every blob."""
+        members = [blob_member(sha256, compressed=False)]
+        if self.compressed:
+            members.append(blob_member(sha256, compressed=True))
+        for member in members:
+            try:
+                with store_errors(f"reading {member}"):
+                    return member, _open_member(self.reader, member)
+            except RepoBackupError:
+                if self.reader.exists(member):
+                    raise
+        raise ArchiveError(f"blob {sha256} is missing from the backup")
 
     def batch(self, batch: list[Record]) -> None:
         run = self.run_state
