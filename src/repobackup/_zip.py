@@ -557,6 +557,12 @@ class ZipReader:
         self.problems: list[tuple[str, str]] = []
         self.problems_dropped = 0
         self._lock = threading.Lock()
+        # A local zip is read at offsets through one descriptor that threads share, not
+        # opened, seeked and closed again for every range.
+        self._fd: int | None = None
+        if isinstance(fs, LocalFileSystem) and hasattr(os, "pread"):
+            with store_errors(f"opening {location}"):
+                self._fd = os.open(path, os.O_RDONLY)
         self._db = sqlite3.connect("", check_same_thread=False)
         # Rows go in unindexed and in batches; duplicates are found and the index built once
         # the whole directory is in.
@@ -569,6 +575,7 @@ class ZipReader:
             self.manifest: dict[str, Any] = load_manifest(self, location)
         except BaseException:
             self._db.close()
+            self._close_fd()
             raise
 
     def __repr__(self) -> str:
@@ -626,6 +633,12 @@ class ZipReader:
         """Release the index."""
         with self._lock:
             self._db.close()
+        self._close_fd()
+
+    def _close_fd(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
     # Index -------------------------------------------------------------------------------
 
@@ -638,6 +651,10 @@ class ZipReader:
 
     def _range(self, start: int, end: int, member: str) -> bytes:
         what = f"reading {member} of {self.location}"
+        fd = self._fd
+        if fd is not None:
+            with store_errors(what):
+                return os.pread(fd, max(0, end - start), start)
         with store_errors(what):
             data: bytes = retrying(what, lambda: self.fs.cat_file(self.path, start=start, end=end))
         return data
