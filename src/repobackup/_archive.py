@@ -15,7 +15,7 @@ import shutil
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, cast
 from urllib.parse import quote, unquote
 
 import attrs
@@ -291,8 +291,7 @@ class FolderWriter:
     def _open(self, member: str) -> IO[bytes]:
         path = self._path_made(member)
         # Opening is retried; the writes that follow cannot be: a failed stream fails the run.
-        file: IO[bytes] = retrying(f"opening {path}", lambda: self.fs.open(path, "wb"))
-        return file
+        return retrying(f"opening {path}", lambda: _open_file(self.fs, path, "wb"))
 
     def write_records(self, member: str, lines: Iterable[bytes]) -> MemberInfo:
         count = 0
@@ -346,6 +345,14 @@ class FolderWriter:
                 retrying(f"removing {path}", lambda: self.fs.rm(path, recursive=True))
         except Exception:
             pass
+
+
+def _open_file(fs: fsspec.AbstractFileSystem, path: str, mode: str) -> IO[bytes]:
+    """*path* on *fs* opened in binary *mode*; a local file with io directly, since fsspec's
+    wrapper costs more than reading or writing a small blob does."""
+    if isinstance(fs, LocalFileSystem):
+        return cast(IO[bytes], open(path, mode))
+    return cast(IO[bytes], fs.open(path, mode))
 
 
 class BackupReader(Protocol):
@@ -403,8 +410,7 @@ class FolderReader:
     def open(self, member: str) -> IO[bytes]:
         path = self._path(member)
         with store_errors(f"reading {member}"):
-            file: IO[bytes] = retrying(f"opening {path}", lambda: self.fs.open(path, "rb"))
-        return file
+            return retrying(f"opening {path}", lambda: _open_file(self.fs, path, "rb"))
 
     def _path(self, member: str) -> str:
         check_member_path(member)
