@@ -61,6 +61,9 @@ _package = "repobackup"
 
 MAX_ERRORS = 100
 BATCH = 500
+SMALL_BLOB = 256 * 1024  # blobs up to this size are copied several to a job, on threads
+BLOBS_PER_JOB = 16
+BYTES_PER_JOB = 1 << 20
 PROGRESS_EVERY = 0.25  # seconds between progress events
 
 
@@ -163,42 +166,74 @@ class _VerifiedChunks:
 
 
 class _BlobPump:
-    """Runs blob copies on an executor with a bounded number in flight."""
+    """Runs blob copies on an executor with a bounded number of jobs in flight.
 
-    def __init__(self, run: RunState, executor: Executor, limit: int) -> None:
+    On threads, small blobs go several to a job: handing a job from one thread to another
+    costs about as much as copying a small blob does.
+    """
+
+    def __init__(self, run: RunState, transfer: _BlobTransfer, limit: int) -> None:
         self.run = run
-        self.executor = executor
+        self.transfer = transfer
         self.limit = max(1, limit)
-        self.pending: dict[Future[Any], str] = {}
+        # Each job's blobs, and whether the job copies a batch (and so returns a list).
+        self.pending: dict[Future[Any], tuple[list[str], bool]] = {}
         # Copies report here as they finish, in whatever order: waiting for the oldest would
         # leave the other workers idle behind one large blob, and `wait` over every pending
         # future costs more than a small blob's copy.
         self._finished: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
+        self._batch: list[str] = []
+        self._batch_bytes = 0
 
-    def submit(self, key: str, job: Callable[..., Any], *args: Any) -> None:
+    def add(self, sha256: str, size: int) -> None:
+        """Copy the blob *sha256*, of *size* bytes as its record says, into the backup."""
+        if self.transfer.reopen is not None or size > SMALL_BLOB:
+            job, args = self.transfer.job(sha256)
+            self._submit([sha256], False, job, *args)
+            return
+        self._batch.append(sha256)
+        self._batch_bytes += size
+        if len(self._batch) >= BLOBS_PER_JOB or self._batch_bytes >= BYTES_PER_JOB:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._batch:
+            batch, self._batch, self._batch_bytes = self._batch, [], 0
+            source, writer = self.transfer.source, self.transfer.writer
+            self._submit(batch, True, _copy_blobs, source, writer, batch)
+
+    def _submit(self, keys: list[str], batched: bool, job: Callable[..., Any], *args: Any) -> None:
         while len(self.pending) >= self.limit:
             self._reap(self._finished.get())
-        future = self.executor.submit(job, *args)
-        self.pending[future] = key
+        future = self.transfer.executor.submit(job, *args)
+        self.pending[future] = (keys, batched)
         future.add_done_callback(self._finished.put)
 
     def _reap(self, future: Future[Any]) -> None:
-        key = self.pending.pop(future)
+        keys, batched = self.pending.pop(future)
         try:
-            read, written = future.result()
+            result = future.result()
         except FastFail:
             raise
         except Exception as exc:
-            self.run.add(blobs_failed=1)
-            self.run.fail("blob", key, _reason(exc))
+            outcomes: list[Any] = [exc] * len(keys)
         else:
-            self.run.add(blobs_written=1, bytes_read=read, bytes_written=written)
+            outcomes = result if batched else [result]
+        for key, outcome in zip(keys, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                self.run.add(blobs_failed=1)
+                self.run.fail("blob", key, _reason(outcome))
+            else:
+                read, written = outcome
+                self.run.add(blobs_written=1, bytes_read=read, bytes_written=written)
 
     def drain(self) -> None:
+        self._flush()
         while self.pending:
             self._reap(self._finished.get())
 
     def cancel(self) -> None:
+        self._batch.clear()
         for future in self.pending:
             future.cancel()
         for future in self.pending:
@@ -269,6 +304,19 @@ def _copy_blob(source: Source, writer: BackupWriter, sha256: str) -> tuple[int, 
         chunks = _VerifiedChunks(file, sha256, f"source blob {sha256}")
         written = writer.write_blob(sha256, chunks)
     return chunks.size, written
+
+
+def _copy_blobs(
+    source: Source, writer: BackupWriter, shas: list[str]
+) -> list[tuple[int, int] | Exception]:
+    """Copy several blobs on one thread; for each, bytes read and written or its error."""
+    outcomes: list[tuple[int, int] | Exception] = []
+    for sha256 in shas:
+        try:
+            outcomes.append(_copy_blob(source, writer, sha256))
+        except Exception as exc:
+            outcomes.append(exc)
+    return outcomes
 
 
 _reopened: dict[str, Source] = {}
@@ -408,7 +456,7 @@ def run_backup(engine: Engine, task: BackupTask, run: RunState, started: datetim
 
     seen = _SeenBlobs()
     transfer = _BlobTransfer(engine, source, writer, run)
-    pump = _BlobPump(run, transfer.executor, engine.max_workers * 4)
+    pump = _BlobPump(run, transfer, engine.max_workers * 4)
     members: list[dict[str, Any]] = []
     tree: dict[str, list[str]] = {}
     try:
@@ -431,7 +479,6 @@ def run_backup(engine: Engine, task: BackupTask, run: RunState, started: datetim
                     run=run,
                     seen=seen,
                     pump=pump,
-                    transfer=transfer,
                     tally=tally,
                 )
                 info = writer.write_records(member, lines)
@@ -500,7 +547,6 @@ def _backup_lines(
     run: RunState,
     seen: _SeenBlobs,
     pump: _BlobPump,
-    transfer: _BlobTransfer,
     tally: dict[str, int],
 ) -> Iterator[bytes]:
     with backend_errors(f"reading {collection} of {scope}"):
@@ -517,8 +563,7 @@ def _backup_lines(
                 tally["tombstones"] += 1
             elif record.blob is not None:
                 if seen.add(record.blob):
-                    job, args = transfer.job(record.blob)
-                    pump.submit(record.blob, job, *args)
+                    pump.add(record.blob, record.size)
                 else:
                     run.add(blobs_reused=1)
             run.add(records_written=1)
