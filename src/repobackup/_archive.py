@@ -360,6 +360,7 @@ class BackupReader(Protocol):
 
     location: str
     manifest: dict[str, Any]
+
     @property
     def problems(self) -> Sequence[tuple[str, str]]:
         """(member, why) for every entry the reader refused to read (hostile, malformed)."""
