@@ -165,12 +165,34 @@ class _VerifiedChunks:
             )
 
 
-class _BlobPump:
-    """Runs blob copies on an executor with a bounded number of jobs in flight.
+class _SmallBlobs:
+    """Gathers small blobs into groups copied by one job each: handing a job from one thread
+    to another costs about as much as copying a small blob does."""
 
-    On threads, small blobs go several to a job: handing a job from one thread to another
-    costs about as much as copying a small blob does.
-    """
+    def __init__(self) -> None:
+        self._group: list[str] = []
+        self._bytes = 0
+
+    def add(self, sha256: str, size: int) -> list[str] | None:
+        """Add a blob of *size* bytes (as its record says); return a group ready to go, which
+        is the blob alone when it is not small."""
+        if size > SMALL_BLOB:
+            return [sha256]
+        self._group.append(sha256)
+        self._bytes += size
+        if len(self._group) >= BLOBS_PER_JOB or self._bytes >= BYTES_PER_JOB:
+            return self.take()
+        return None
+
+    def take(self) -> list[str]:
+        """The blobs gathered so far (maybe none), leaving none."""
+        group, self._group, self._bytes = self._group, [], 0
+        return group
+
+
+class _BlobPump:
+    """Runs blob copies on an executor with a bounded number of jobs in flight; on threads,
+    small blobs go several to a job (see `_SmallBlobs`)."""
 
     def __init__(self, run: RunState, transfer: _BlobTransfer, limit: int) -> None:
         self.run = run
@@ -182,25 +204,19 @@ class _BlobPump:
         # leave the other workers idle behind one large blob, and `wait` over every pending
         # future costs more than a small blob's copy.
         self._finished: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
-        self._batch: list[str] = []
-        self._batch_bytes = 0
+        self._small = _SmallBlobs()
 
     def add(self, sha256: str, size: int) -> None:
         """Copy the blob *sha256*, of *size* bytes as its record says, into the backup."""
-        if self.transfer.reopen is not None or size > SMALL_BLOB:
+        if self.transfer.reopen is not None:
             job, args = self.transfer.job(sha256)
             self._submit([sha256], False, job, *args)
-            return
-        self._batch.append(sha256)
-        self._batch_bytes += size
-        if len(self._batch) >= BLOBS_PER_JOB or self._batch_bytes >= BYTES_PER_JOB:
-            self._flush()
+        elif group := self._small.add(sha256, size):
+            self._submit_group(group)
 
-    def _flush(self) -> None:
-        if self._batch:
-            batch, self._batch, self._batch_bytes = self._batch, [], 0
-            source, writer = self.transfer.source, self.transfer.writer
-            self._submit(batch, True, _copy_blobs, source, writer, batch)
+    def _submit_group(self, group: list[str]) -> None:
+        source, writer = self.transfer.source, self.transfer.writer
+        self._submit(group, True, _copy_blobs, source, writer, group)
 
     def _submit(self, keys: list[str], batched: bool, job: Callable[..., Any], *args: Any) -> None:
         while len(self.pending) >= self.limit:
@@ -228,12 +244,13 @@ class _BlobPump:
                 self.run.add(blobs_written=1, bytes_read=read, bytes_written=written)
 
     def drain(self) -> None:
-        self._flush()
+        if group := self._small.take():
+            self._submit_group(group)
         while self.pending:
             self._reap(self._finished.get())
 
     def cancel(self) -> None:
-        self._batch.clear()
+        self._small.take()
         for future in self.pending:
             future.cancel()
         for future in self.pending:
@@ -735,6 +752,18 @@ class _Restore:
             for batch in _batches(records):
                 self.batch(batch)
 
+    def blobs(self, shas: list[str]) -> list[Exception | None]:
+        """Restore several blobs on one thread; for each, None or its error."""
+        outcomes: list[Exception | None] = []
+        for sha256 in shas:
+            try:
+                self.blob(sha256)
+            except Exception as exc:
+                outcomes.append(exc)
+            else:
+                outcomes.append(None)
+        return outcomes
+
     def blob(self, sha256: str) -> None:
         reader = self.reader
         member, file = self._open_blob(sha256)
@@ -763,7 +792,9 @@ class _Restore:
     def batch(self, batch: list[Record]) -> None:
         run = self.run_state
         needed = sorted({r.blob for r in batch if r.blob is not None and not r.deleted})
-        jobs: dict[str, Future[None]] = {}
+        sizes = {r.blob: r.size for r in batch}
+        small = _SmallBlobs()
+        jobs: list[tuple[list[str], Future[list[Exception | None]]]] = []
         bad: set[str] = set()
         for sha in needed:
             if sha in self.failed_blobs:
@@ -778,16 +809,22 @@ class _Restore:
             if present:
                 run.add(blobs_reused=1)
                 continue
-            jobs[sha] = self.pool.submit(self.blob, sha)
-        for sha, future in jobs.items():
+            if group := small.add(sha, sizes[sha]):
+                jobs.append((group, self.pool.submit(self.blobs, group)))
+        if group := small.take():
+            jobs.append((group, self.pool.submit(self.blobs, group)))
+        for group, future in jobs:
             try:
-                future.result()
+                errors = future.result()
             except FastFail:
                 raise
             except Exception as exc:
-                bad.add(sha)
-                run.add(blobs_failed=1)
-                run.fail("blob", sha, _reason(exc))
+                errors = [exc] * len(group)
+            for sha, error in zip(group, errors, strict=True):
+                if error is not None:
+                    bad.add(sha)
+                    run.add(blobs_failed=1)
+                    run.fail("blob", sha, _reason(error))
         keep = []
         for record in batch:
             if record.blob in bad and not record.deleted:
