@@ -7,6 +7,7 @@ flight, so memory stays flat however large the repository is.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import posixpath
@@ -17,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import zstandard
@@ -60,6 +61,8 @@ __all__ = ["FastFail", "Progress", "RunState", "run_backup", "run_restore"]
 _package = "repobackup"
 
 MAX_ERRORS = 100
+T = TypeVar("T")
+
 BATCH = 500
 SMALL_BLOB = 256 * 1024  # blobs up to this size are copied several to a job, on threads
 BLOBS_PER_JOB = 16
@@ -215,8 +218,8 @@ class _BlobPump:
             self._submit_group(group)
 
     def _submit_group(self, group: list[str]) -> None:
-        source, writer = self.transfer.source, self.transfer.writer
-        self._submit(group, True, _copy_blobs, source, writer, group)
+        copy = functools.partial(_copy_blob, self.transfer.source, self.transfer.writer)
+        self._submit(group, True, _each, copy, group)
 
     def _submit(self, keys: list[str], batched: bool, job: Callable[..., Any], *args: Any) -> None:
         while len(self.pending) >= self.limit:
@@ -323,14 +326,12 @@ def _copy_blob(source: Source, writer: BackupWriter, sha256: str) -> tuple[int, 
     return chunks.size, written
 
 
-def _copy_blobs(
-    source: Source, writer: BackupWriter, shas: list[str]
-) -> list[tuple[int, int] | Exception]:
-    """Copy several blobs on one thread; for each, bytes read and written or its error."""
-    outcomes: list[tuple[int, int] | Exception] = []
+def _each(copy: Callable[[str], T], shas: list[str]) -> list[T | Exception]:
+    """*copy* done for several blobs in turn, on one thread; for each, its result or error."""
+    outcomes: list[T | Exception] = []
     for sha256 in shas:
         try:
-            outcomes.append(_copy_blob(source, writer, sha256))
+            outcomes.append(copy(sha256))
         except Exception as exc:
             outcomes.append(exc)
     return outcomes
@@ -752,18 +753,6 @@ class _Restore:
             for batch in _batches(records):
                 self.batch(batch)
 
-    def blobs(self, shas: list[str]) -> list[Exception | None]:
-        """Restore several blobs on one thread; for each, None or its error."""
-        outcomes: list[Exception | None] = []
-        for sha256 in shas:
-            try:
-                self.blob(sha256)
-            except Exception as exc:
-                outcomes.append(exc)
-            else:
-                outcomes.append(None)
-        return outcomes
-
     def blob(self, sha256: str) -> None:
         reader = self.reader
         member, file = self._open_blob(sha256)
@@ -795,6 +784,10 @@ class _Restore:
         sizes = {r.blob: r.size for r in batch}
         small = _SmallBlobs()
         jobs: list[tuple[list[str], Future[list[Exception | None]]]] = []
+
+        def submit(group: list[str]) -> None:
+            jobs.append((group, self.pool.submit(_each, self.blob, group)))
+
         bad: set[str] = set()
         for sha in needed:
             if sha in self.failed_blobs:
@@ -810,9 +803,9 @@ class _Restore:
                 run.add(blobs_reused=1)
                 continue
             if group := small.add(sha, sizes[sha]):
-                jobs.append((group, self.pool.submit(self.blobs, group)))
+                submit(group)
         if group := small.take():
-            jobs.append((group, self.pool.submit(self.blobs, group)))
+            submit(group)
         for group, future in jobs:
             try:
                 errors = future.result()
