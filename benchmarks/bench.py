@@ -51,7 +51,6 @@ class Measured:
     returncode: int
     result: dict[str, Any] = field(default_factory=dict)
     size: int | None = None  # what the run produced, in bytes
-    runs: int = 1
     stderr: str = ""
 
     @property
@@ -145,7 +144,8 @@ class Bench:
     Nothing a run writes is deleted before the invocation ends: on this kind of disk, writing
     into blocks freed a moment ago costs several times more than writing into settled ones,
     which would charge one tool for another's clean-up. Each round writes into a folder of
-    its own; the fastest of each measure's rounds is reported, with the highest peak RSS.
+    its own; the fastest of each measure's rounds and their median are reported, with the
+    highest peak RSS of them all.
     """
 
     def __init__(self, args: argparse.Namespace, work: Path) -> None:
@@ -169,7 +169,6 @@ class Bench:
         if median:
             chosen.seconds = statistics.median(m.seconds for m in runs)
         chosen.rss_mb = max(m.rss_mb for m in runs)
-        chosen.runs = len(runs)
         return chosen
 
     def keep(self, measured: Measured) -> Measured:
@@ -309,21 +308,21 @@ class Bench:
             archive = backup.size if backup else None
             for what, suffix in (("backup", ""), ("restore", "-restore"), ("verify", "-verify")):
                 measured = self.best(f"records-{kind}{suffix}")
-                if measured is not None:
-                    every = self.samples[f"records-{kind}{suffix}"]
+                median = self.best(f"records-{kind}{suffix}", median=True)
+                if measured is not None and median is not None:
                     rows.append(
-                        self._records_row(f"{what} ({kind})", measured, every, built, archive)
+                        self._records_row(f"{what} ({kind})", measured, median, built, archive)
                     )
         return {"repository": built.stats(), "rows": rows}
 
     @staticmethod
     def _records_row(
-        run: str, m: Measured, runs: list[Measured], built: synth.Built, archive: int | None
+        run: str, m: Measured, median: Measured, built: synth.Built, archive: int | None
     ) -> dict[str, Any]:
         return {
             "run": run,
             "seconds": round(m.seconds, 2),
-            "median s": round(statistics.median(x.seconds for x in runs), 2),
+            "median s": round(median.seconds, 2),
             "CPU s": round(m.cpu, 2),
             "records/s": round(built.records / m.seconds) if m.seconds else None,
             "MiB/s": round((archive or 0) / MIB / m.seconds, 1) if m.seconds else None,
@@ -404,7 +403,7 @@ class Bench:
             {
                 "run": names[label],
                 "seconds": round(m.seconds, 2),
-                "median s": round(statistics.median(x.seconds for x in self.samples[label]), 2),
+                "median s": round(med.seconds, 2),
                 "CPU s": round(m.cpu, 2),
                 "MiB/s": round(figure(best, "speed", label) or 0, 1),
                 "output MiB": round(m.size / MIB, 1) if m.size is not None else None,
@@ -412,7 +411,7 @@ class Bench:
                 "ok": m.ok,
             }
             for label, m in best.items()
-            if m is not None
+            if m is not None and (med := median[label]) is not None
         ]
         peak = max((m.rss_mb for m in best.values() if m is not None), default=0.0)
         zip_, plain = "full-compressed", "full-plain"
