@@ -98,6 +98,8 @@ def measure(label: str, argv: Sequence[str], env: dict[str, str] | None = None) 
             result = json.loads(lines[-1])
         except (IndexError, ValueError):
             result = {"state": "BROKEN", "errors": [stdout[-500:]]}
+    if not TIME and "hwm_kib" in result:
+        kib = int(result["hwm_kib"])  # the child's own figure beats the upper bound
     seconds = float(result.get("seconds", wall))
     rss = kib * 1024 / MB
     cpu = usage.ru_utime + usage.ru_stime  # GNU time's own share is negligible

@@ -20,6 +20,21 @@ from typing import Any
 
 from repobackup import ConflictStrategy, Record, SqliteRepository
 
+__all__ = [
+    "BASE_TIME",
+    "CHANGE_TIME",
+    "GIB",
+    "INCREMENT_SINCE",
+    "MIB",
+    "Built",
+    "FileSpec",
+    "Params",
+    "build",
+    "change_files",
+    "clone",
+    "files_plan",
+]
+
 # Bump when what a plan generates changes, so old caches are not taken for new ones.
 GENERATOR = 3
 SEED = 20240611
@@ -386,19 +401,3 @@ def clone(built: Built, into: Path) -> tuple[Path, Path]:
     shutil.copyfile(built.database, database)
     subprocess.run(["cp", "-al", str(built.blobs), str(blobs)], check=True)
     return database, blobs
-
-
-__all__ = [
-    "BASE_TIME",
-    "CHANGE_TIME",
-    "GIB",
-    "INCREMENT_SINCE",
-    "MIB",
-    "Built",
-    "FileSpec",
-    "Params",
-    "build",
-    "change_files",
-    "clone",
-    "files_plan",
-]
