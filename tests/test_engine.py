@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import Clock
 from repobackup import (
     ConflictStrategy,
     Engine,
@@ -32,20 +33,6 @@ from repobackup._run import Progress
 from repobackup._sqlite_repo import SqliteRepository
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-class Clock:
-    """A settable clock for the engine."""
-
-    def __init__(self, now: datetime = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
 
 
 def sample(repo: Any, *, modified: datetime = T0 - timedelta(hours=1)) -> None:
@@ -226,7 +213,7 @@ class TestIncremental:
     ) -> None:
         """Full, then changes and deletions, then an increment: restoring the task folder
         applies both in order and equals the source, deletions included."""
-        clock = Clock()
+        clock = Clock(T0)
         engine = Engine(repo, clock=clock, tz=UTC)
         task_id = engine.create_task(body(tmp_path, increment=True))
         first = engine.execute(task_id)
@@ -258,7 +245,7 @@ class TestIncremental:
     ) -> None:
         """A repository whose every record became a tombstone is still in the increment,
         so restoring the chain deletes it too."""
-        clock = Clock()
+        clock = Clock(T0)
         engine = Engine(repo, clock=clock, tz=UTC)
         task_id = engine.create_task(body(tmp_path, increment=True))
         engine.execute(task_id)

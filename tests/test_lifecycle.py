@@ -27,6 +27,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import _lifecycle_worker
+from helpers import Clock, make_repository
 from repobackup import (
     BackupTask,
     Engine,
@@ -44,30 +45,6 @@ from repobackup._sqlite_repo import SqliteRepository
 SHANGHAI = timezone(timedelta(hours=8))
 START = datetime(2024, 3, 1, 2, 0, tzinfo=SHANGHAI)
 STAMP = "%Y%m%d.%H%M%S"
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **amount: float) -> datetime:
-        self.now += timedelta(**amount)
-        return self.now
-
-
-def make_repository() -> MemoryRepository:
-    """A small repository: one project, one repository, two files."""
-    repo = MemoryRepository()
-    repo.put_project("demo")
-    repo.put_repository("demo", "libs")
-    repo.put_file("demo", "libs", "/a.jar", b"alpha")
-    repo.put_file("demo", "libs", "/b.jar", b"beta")
-    return repo
 
 
 def task_body(store: Path | str, name: str = "nightly", **setting: Any) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from helpers import Clock, make_repository
 from repobackup import (
     Engine,
     MemoryTaskStore,
@@ -18,36 +19,11 @@ from repobackup import (
     TaskNotFoundError,
     TaskState,
 )
-from repobackup._memory_repo import MemoryRepository
 from repobackup._scheduler import Scheduler, due_at
 
 SHANGHAI = timezone(timedelta(hours=8))
 # A Monday, 10:00 in Shanghai.
 START = datetime(2024, 1, 1, 10, 0, tzinfo=SHANGHAI)
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **amount: float) -> datetime:
-        self.now += timedelta(**amount)
-        return self.now
-
-
-def make_repository() -> MemoryRepository:
-    """A small repository: one project, one repository, two files."""
-    repo = MemoryRepository()
-    repo.put_project("demo")
-    repo.put_repository("demo", "libs")
-    repo.put_file("demo", "libs", "/a.jar", b"alpha")
-    repo.put_file("demo", "libs", "/b.jar", b"beta")
-    return repo
 
 
 def task_body(store: Path, strategy: str = "IMMEDIATELY", **plan: Any) -> dict[str, Any]:
