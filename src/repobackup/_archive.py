@@ -148,14 +148,14 @@ def line_to_record(line: bytes, where: str, scope: Scope, collection: str) -> Re
     assert modified is not None
     return Record(
         collection=collection,
-        key=key,  # type: ignore[arg-type]
-        document=document,  # type: ignore[arg-type]
+        key=cast(str, key),  # the checks above leave no other type
+        document=cast(dict[str, Any], document),
         modified=modified,
         project_id=scope.project_id,
         repo_name=scope.repo_name,
         blob=blob,
-        size=size,  # type: ignore[arg-type]
-        deleted=deleted,  # type: ignore[arg-type]
+        size=cast(int, size),
+        deleted=cast(bool, deleted),
     )
 
 

@@ -499,9 +499,8 @@ def run_backup(engine: Engine, task: BackupTask, run: RunState, started: datetim
                     pump=pump,
                     tally=tally,
                 )
+                # An empty member stays: in an increment it says the collection had no changes.
                 info = writer.write_records(member, lines)
-                if info.records == 0 and since is not None:
-                    pass  # an empty member still says the collection had no changes
                 members.append(
                     {
                         "path": info.path,
