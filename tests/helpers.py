@@ -1,10 +1,15 @@
-"""Small test doubles shared by the test modules: a hand-moved clock, a tiny repository."""
+"""Small test doubles shared by the test modules: a hand-moved clock, a tiny repository,
+an engine fixture."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 
-from repobackup import MemoryRepository
+import pytest
+
+from repobackup import Engine, MemoryRepository, SqliteRepository
 
 
 class Clock:
@@ -29,3 +34,11 @@ def make_repository() -> MemoryRepository:
     repo.put_file("demo", "libs", "/a.jar", b"alpha")
     repo.put_file("demo", "libs", "/b.jar", b"beta")
     return repo
+
+
+@pytest.fixture(name="engine")
+def engine_fixture(tmp_path: Path) -> Iterator[Engine]:
+    """An engine on a fresh SQLite repository, closed after the test."""
+    engine = Engine(SqliteRepository(str(tmp_path / "repo.db")))
+    yield engine
+    engine.close()

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from helpers import engine_fixture as _engine  # noqa: F401 - the engine fixture
 from repobackup import Engine, TaskState
 from repobackup.adapters.json import JsonApi, new_trace_id, parse_body
 from repobackup.exceptions import MalformedRequestError
@@ -62,23 +63,6 @@ SPEC_PAGE_KEYS = {
     "count",
     "page",
 }
-
-
-def _source(tmp_path: Path) -> Any:
-    # The built-in repository when it is available; creating and listing tasks never touch
-    # the source, and a run on a bare object simply ends FAILED.
-    try:
-        from repobackup import SqliteRepository  # type: ignore[attr-defined]
-    except ImportError:
-        return object()
-    return SqliteRepository(str(tmp_path / "repo.db"))
-
-
-@pytest.fixture(name="engine")
-def _engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = Engine(_source(tmp_path))
-    yield engine
-    engine.close()
 
 
 @pytest.fixture(name="api")

@@ -18,7 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from repobackup import Engine, TaskState, to_json
+from helpers import engine_fixture as _engine  # noqa: F401 - the engine fixture
+from repobackup import Engine, SqliteRepository, TaskState, to_json
 from repobackup.adapters.wsgi import bearer_token_authorizer, http_status, make_app
 from spec_examples import SPEC_BACKUP, SPEC_RESTORE
 
@@ -95,23 +96,6 @@ class Server:
         return self.request(
             "POST", BASE, body, {"Content-Type": "application/json"} | (headers or {})
         )
-
-
-def _source(tmp_path: Path) -> Any:
-    # The built-in repository when it is available; creating and listing tasks never touch
-    # the source, and a run on a bare object simply ends FAILED.
-    try:
-        from repobackup import SqliteRepository  # type: ignore[attr-defined]
-    except ImportError:
-        return object()
-    return SqliteRepository(str(tmp_path / "repo.db"))
-
-
-@pytest.fixture(name="engine")
-def _engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = Engine(_source(tmp_path))
-    yield engine
-    engine.close()
 
 
 @pytest.fixture(name="store")
@@ -501,7 +485,7 @@ QUERIES = st.one_of(
 
 @pytest.fixture(name="fuzz_server", scope="module")
 def _fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    engine = Engine(_source(tmp_path_factory.mktemp("fuzz")))
+    engine = Engine(SqliteRepository(str(tmp_path_factory.mktemp("fuzz") / "repo.db")))
     with serving(make_app(engine)) as server:
         yield server
     engine.close()
