@@ -24,6 +24,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from ._backend import Outcome, Record, Scope, record_identity
 from ._model import ConflictStrategy
+from ._sqlite import transaction
 from ._time import utcnow
 
 __all__ = ["Identity", "RepositoryBase", "Snapshot", "SqliteRepository"]
@@ -539,15 +540,8 @@ class SqliteRepository(RepositoryBase):
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             self._check_open()
-            conn = self._writer
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(self._writer) as conn:
                 yield conn
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
 
     def _take_reader(self) -> sqlite3.Connection:
         with self._lock:

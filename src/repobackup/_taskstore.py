@@ -22,6 +22,7 @@ import attrs
 
 from ._json import converter, to_json
 from ._model import BackupTask, Page, RunSummary, TaskState
+from ._sqlite import transaction
 from .exceptions import Problem, TaskNotFoundError, TaskRunningError, ValidationError
 
 __all__ = ["MemoryTaskStore", "RunLease", "SqliteTaskStore", "TaskStore"]
@@ -503,18 +504,9 @@ class SqliteTaskStore:
 
     @contextmanager
     def _transaction(self, begin: str = "BEGIN IMMEDIATE") -> Iterator[sqlite3.Connection]:
-        # IMMEDIATE takes the write lock before the first read, so a read-check-write (the
-        # compare-and-set of start) cannot interleave with another process's.
-        with self._lock:
-            conn = self._connection()
-            conn.execute(begin)
-            try:
-                yield conn
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        # IMMEDIATE (the default) makes the compare-and-set of start one atomic step.
+        with self._lock, transaction(self._connection(), begin) as conn:
+            yield conn
 
     def _row(self, conn: sqlite3.Connection, task_id: str) -> tuple[str, str | None, str]:
         row: tuple[str, str | None, str] | None = conn.execute(
