@@ -188,7 +188,7 @@ class Engine:
             # Claimed but never started (e.g. the engine is shutting down): end it now.
             self._stop_heartbeat(owner)
             run = RunState(task, None)
-            self._record_fatal(run, task_id, f"could not start the run: {exc}")
+            run.fail_run(f"could not start the run: {exc}")
             self._finish(
                 task,
                 owner=owner,
@@ -270,13 +270,13 @@ class Engine:
                 self._retain(task, run, location)
             state = TaskState.FINISHED
         except RepoBackupError as exc:
-            self._record_fatal(run, task.id, exc.message)
+            run.fail_run(exc.message)
         except Exception as exc:
             log.exception("task %s failed unexpectedly", task.id)
-            self._record_fatal(run, task.id, f"{type(exc).__name__}: {exc}")
+            run.fail_run(f"{type(exc).__name__}: {exc}")
         except BaseException:
             # KeyboardInterrupt, SystemExit: end the task FAILED, then let it through.
-            self._record_fatal(run, task.id, "interrupted")
+            run.fail_run("interrupted")
             self._finish(
                 task, owner=owner, run=run, started=started, location=None, state=TaskState.FAILED
             )
@@ -286,13 +286,6 @@ class Engine:
         return self._finish(
             task, owner=owner, run=run, started=started, location=location, state=state
         )
-
-    @staticmethod
-    def _record_fatal(run: RunState, task_id: str, message: str) -> None:
-        if not any(error.message == message for error in run.errors):
-            if len(run.errors) >= 100:
-                run.errors.pop()
-            run.errors.append(RunError("task", task_id, message))
 
     def _finish(
         self,

@@ -128,6 +128,16 @@ class RunState:
         if self.fast_fail:
             raise FastFail(f"stopped at the first error (FAST_FAIL): {scope} {key}: {message}")
 
+    def fail_run(self, message: str) -> None:
+        """Record what ended the run; it is always kept, even when the list is full."""
+        with self._lock:
+            if any(error.message == message for error in self.errors):
+                return
+            if len(self.errors) >= MAX_ERRORS:
+                self.errors.pop()
+                self.errors_dropped += 1
+            self.errors.append(RunError("task", self.task_id, message))
+
     def progress(self, phase: str | None = None, *, force: bool = False) -> None:
         if phase is not None:
             self.phase = phase
