@@ -579,12 +579,11 @@ def _backup_lines(
     with backend_errors(f"reading {collection} of {scope}"):
         records = source.records(scope, collection, since=since)
         for record in records:
-            key = _record_key(record)
             try:
                 line = record_to_line(record)
             except (TypeError, ValueError) as exc:
                 run.add(records_failed=1)
-                run.fail("record", key, f"document is not JSON: {exc}")
+                run.fail("record", _record_key(record), f"document is not JSON: {exc}")
                 continue
             if record.deleted:
                 tally["tombstones"] += 1
