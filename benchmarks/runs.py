@@ -73,7 +73,7 @@ def restore(spec: dict[str, Any]) -> dict[str, Any]:
 
 def verify(spec: dict[str, Any]) -> dict[str, Any]:
     """A verification of the backup at ``location``."""
-    from repobackup._verify import verify as check
+    from repobackup._archive.verify import verify as check
 
     started = time.perf_counter()
     report = check(spec["location"], max_workers=spec.get("workers") or 4)

@@ -12,8 +12,8 @@ from datetime import datetime
 from typing import Any, BinaryIO
 
 from repobackup import Engine, Record, Scope, Source, SqliteTaskStore, TaskRunningError
-from repobackup._scheduler import Scheduler
-from repobackup._sqlite_repo import SqliteRepository
+from repobackup._backends.sqlite import SqliteRepository
+from repobackup._engine.scheduler import Scheduler
 
 RAN = "ran"
 RUNNING = "running"

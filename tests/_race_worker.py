@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from repobackup import BackupContent, BackupTask, SqliteTaskStore, TaskRunningError
-from repobackup._ids import new_task_id
+from repobackup._model.ids import new_task_id
 
 STARTED = "started"
 RUNNING = "running"

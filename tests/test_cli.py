@@ -21,7 +21,7 @@ import attrs
 import pytest
 
 from repobackup import BackendError, RunSummary, SqliteTaskStore, TaskState, from_json
-from repobackup._registry import (
+from repobackup._backends.registry import (
     ENTRY_POINT_GROUP,
     UnknownBackendError,
     available_backends,
@@ -29,7 +29,7 @@ from repobackup._registry import (
     split_spec,
     sqlite_path,
 )
-from repobackup._sqlite_repo import SqliteRepository
+from repobackup._backends.sqlite import SqliteRepository
 from repobackup.cli import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -570,7 +570,7 @@ import os
 import time
 from pathlib import Path
 
-from repobackup._sqlite_repo import SqliteRepository
+from repobackup._backends.sqlite import SqliteRepository
 
 
 class SlowRepository(SqliteRepository):

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from repobackup._demo import (
+from repobackup._backends.sqlite import SqliteRepository
+from repobackup.cli import EXIT_FAILED, EXIT_OK, build_parser, main
+from repobackup.cli.demo import (
     MARKER,
     PROJECTS,
     build_sample,
@@ -18,8 +20,6 @@ from repobackup._demo import (
     prepare_folder,
     sample_files,
 )
-from repobackup._sqlite_repo import SqliteRepository
-from repobackup.cli import EXIT_FAILED, EXIT_OK, build_parser, main
 
 
 @pytest.fixture(name="demo_output")

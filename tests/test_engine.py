@@ -28,9 +28,9 @@ from repobackup import (
     from_json,
     to_json,
 )
-from repobackup._memory_repo import MemoryRepository
-from repobackup._run import Progress
-from repobackup._sqlite_repo import SqliteRepository
+from repobackup._backends.memory import MemoryRepository
+from repobackup._backends.sqlite import SqliteRepository
+from repobackup._pipeline.run import Progress
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -434,7 +434,7 @@ class TestProperties:
     ) -> None:
         """A random repository backed up and restored into an empty one is identical,
         record for record and byte for byte."""
-        if compression and importlib.util.find_spec("repobackup._zip") is None:
+        if compression and importlib.util.find_spec("repobackup._archive.zip") is None:
             compression = False  # the compressed form is checked once it is installed
         with tempfile.TemporaryDirectory() as scratch:
             root = Path(scratch)

@@ -19,7 +19,7 @@ import pytest
 import zstandard
 
 from repobackup import Engine, RunSummary, TaskState
-from repobackup._memory_repo import MemoryRepository
+from repobackup._backends.memory import MemoryRepository
 
 T0 = "2026-03-01T12:00:00+00:00"
 

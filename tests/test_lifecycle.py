@@ -37,10 +37,10 @@ from repobackup import (
     TaskRunningError,
     TaskState,
 )
-from repobackup._archive import MANIFEST
-from repobackup._memory_repo import MemoryRepository
-from repobackup._retention import apply_retention, remove_leftovers
-from repobackup._sqlite_repo import SqliteRepository
+from repobackup._archive.layout import MANIFEST
+from repobackup._archive.retention import apply_retention, remove_leftovers
+from repobackup._backends.memory import MemoryRepository
+from repobackup._backends.sqlite import SqliteRepository
 
 SHANGHAI = timezone(timedelta(hours=8))
 START = datetime(2024, 3, 1, 2, 0, tzinfo=SHANGHAI)

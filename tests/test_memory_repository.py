@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from repobackup import ConflictStrategy, Outcome, Scope
-from repobackup._memory_repo import MemoryRepository
+from repobackup._backends.memory import MemoryRepository
 from repobackup.testing import SourceConformance, TargetConformance, make_record
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)

@@ -19,9 +19,9 @@ from fsspec.implementations.memory import MemoryFile, MemoryFileSystem
 
 from conftest import ARCHIVE_T0
 from repobackup import Engine, RunSummary, TaskState
-from repobackup._retry import is_transient, retrying
-from repobackup._sqlite_repo import SqliteRepository
-from repobackup._verify import verify
+from repobackup._archive.retry import is_transient, retrying
+from repobackup._archive.verify import verify
+from repobackup._backends.sqlite import SqliteRepository
 from repobackup.exceptions import StoreError
 from s3server import S3Server
 

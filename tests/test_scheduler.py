@@ -19,7 +19,7 @@ from repobackup import (
     TaskNotFoundError,
     TaskState,
 )
-from repobackup._scheduler import Scheduler, due_at
+from repobackup._engine.scheduler import Scheduler, due_at
 
 SHANGHAI = timezone(timedelta(hours=8))
 # A Monday, 10:00 in Shanghai.

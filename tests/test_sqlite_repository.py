@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from repobackup import ConflictStrategy, Outcome, Record, Scope
-from repobackup._memory_repo import MemoryRepository
-from repobackup._sqlite_repo import SqliteRepository
+from repobackup._backends.memory import MemoryRepository
+from repobackup._backends.sqlite import SqliteRepository
 from repobackup.testing import AWKWARD_DOCUMENTS, SourceConformance, TargetConformance, make_record
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)

@@ -36,8 +36,8 @@ from repobackup import (
     TaskType,
     ValidationError,
 )
-from repobackup._ids import new_task_id
-from repobackup._taskstore import DEFAULT_RUN_HISTORY, RunLease, TaskStore
+from repobackup._model.ids import new_task_id
+from repobackup._tasks.store import DEFAULT_RUN_HISTORY, RunLease, TaskStore
 
 SHANGHAI = timezone(timedelta(hours=8))
 CREATED = datetime(2024, 12, 24, 17, 13, 54, tzinfo=SHANGHAI)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from repobackup import BackupTask, Engine, ValidationError, from_json
-from repobackup._json import parse_new_task
+from repobackup._model.convert import parse_new_task
 
 GOOD: dict[str, Any] = {
     "name": "nightly",

@@ -15,9 +15,9 @@ import zstandard
 
 from conftest import ARCHIVE_T0
 from repobackup import Engine, TaskState
-from repobackup._archive import blob_member
-from repobackup._sqlite_repo import SqliteRepository
-from repobackup._verify import VerifyReport, verify
+from repobackup._archive.layout import blob_member
+from repobackup._archive.verify import VerifyReport, verify
+from repobackup._backends.sqlite import SqliteRepository
 
 TEXT = b"p1/generic text content\n" * 400  # /docs/readme.txt of p1/generic
 

@@ -23,8 +23,8 @@ from fsspec.implementations.memory import MemoryFile, MemoryFileSystem
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from repobackup._archive import blob_member
-from repobackup._zip import ZipReader, ZipWriter, worth_compressing
+from repobackup._archive.layout import blob_member
+from repobackup._archive.zip import ZipReader, ZipWriter, worth_compressing
 from repobackup.exceptions import ArchiveError, StoreError
 
 MANIFEST = {"format": 1, "members": []}

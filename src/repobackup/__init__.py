@@ -3,12 +3,16 @@
 Projects, repositories, files (nodes) with metadata and content, and common data.
 """
 
-from ._backend import Outcome, Record, Scope, Source, Target
-from ._cron import CronSchedule, parse_cron
-from ._engine import Engine
-from ._json import from_json, to_json
-from ._memory_repo import MemoryRepository
-from ._model import (
+from ._archive.verify import VerifyProblem, VerifyReport, verify
+from ._backends.memory import MemoryRepository
+from ._backends.protocols import Outcome, Record, Scope, Source, Target
+from ._backends.sqlite import SqliteRepository
+from ._engine.engine import Engine
+from ._engine.scheduler import Scheduler
+from ._model.convert import from_json, to_json
+from ._model.cron import CronSchedule, parse_cron
+from ._model.select import compile_pattern, select
+from ._model.task import (
     BackupContent,
     BackupSetting,
     BackupTask,
@@ -25,12 +29,8 @@ from ._model import (
     TaskState,
     TaskType,
 )
-from ._run import Progress
-from ._scheduler import Scheduler
-from ._select import compile_pattern, select
-from ._sqlite_repo import SqliteRepository
-from ._taskstore import MemoryTaskStore, SqliteTaskStore, TaskStore
-from ._verify import VerifyProblem, VerifyReport, verify
+from ._pipeline.run import Progress
+from ._tasks.store import MemoryTaskStore, SqliteTaskStore, TaskStore
 from .exceptions import (
     ArchiveError,
     BackendError,

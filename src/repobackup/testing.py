@@ -39,8 +39,8 @@ from typing import Any
 
 import pytest
 
-from ._backend import Outcome, Record, Scope, Source, Target
-from ._model import ConflictStrategy
+from ._backends.protocols import Outcome, Record, Scope, Source, Target
+from ._model.task import ConflictStrategy
 
 __all__ = ["AWKWARD_DOCUMENTS", "SourceConformance", "TargetConformance", "make_record"]
 

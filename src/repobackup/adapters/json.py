@@ -13,9 +13,9 @@ from collections.abc import Iterable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Final, TypedDict
 
-from .._json import to_json
-from .._model import TaskState
-from .._taskstore import MAX_PAGE_SIZE
+from .._model.convert import to_json
+from .._model.task import TaskState
+from .._tasks.store import MAX_PAGE_SIZE
 from ..exceptions import (
     MalformedRequestError,
     Problem,
@@ -26,7 +26,7 @@ from ..exceptions import (
 )
 
 if TYPE_CHECKING:
-    from .._engine import Engine
+    from .._engine.engine import Engine
 
 __all__ = [
     "METHOD_NOT_ALLOWED",

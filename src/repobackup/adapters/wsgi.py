@@ -19,10 +19,10 @@ from urllib.parse import parse_qsl
 
 import attrs
 
-from .. import _model
-from .._ids import TASK_ID
-from .._json import to_json
-from .._taskstore import MAX_PAGE_SIZE
+from .._model import task as _model
+from .._model.convert import to_json
+from .._model.ids import TASK_ID
+from .._tasks.store import MAX_PAGE_SIZE
 from ..exceptions import Problem
 from .json import (
     DEFAULT_PAGE_NUMBER,
@@ -47,7 +47,7 @@ from .json import (
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIEnvironment
 
-    from .._engine import Engine
+    from .._engine.engine import Engine
 
 __all__ = [
     "MAX_BODY",

@@ -27,7 +27,8 @@ import zstandard
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.spec import AbstractBufferedFile
 
-from ._archive import (
+from ..exceptions import ArchiveError, StoreError, store_errors
+from .layout import (
     CHUNK,
     MANIFEST,
     SHA256,
@@ -36,8 +37,7 @@ from ._archive import (
     check_member_path,
     load_manifest,
 )
-from ._retry import path_type, retrying
-from .exceptions import ArchiveError, StoreError, store_errors
+from .retry import path_type, retrying
 
 __all__ = ["ZipReader", "ZipWriter"]
 

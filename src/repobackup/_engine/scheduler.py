@@ -8,10 +8,10 @@ import threading
 from collections.abc import Iterator
 from datetime import datetime, tzinfo
 
-from ._cron import parse_cron
-from ._engine import Engine
-from ._model import BackupTask, ExecutionStrategy, TaskState
-from .exceptions import TaskNotFoundError, TaskRunningError
+from .._model.cron import parse_cron
+from .._model.task import BackupTask, ExecutionStrategy, TaskState
+from ..exceptions import TaskNotFoundError, TaskRunningError
+from .engine import Engine
 
 __all__ = ["Scheduler", "due_at"]
 

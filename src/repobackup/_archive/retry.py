@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .exceptions import RepoBackupError, StoreError
+from ..exceptions import RepoBackupError, StoreError
 
 __all__ = ["ATTEMPTS", "BASE", "is_transient", "path_type", "retrying"]
 

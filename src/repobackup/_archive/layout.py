@@ -22,10 +22,10 @@ import attrs
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from ._backend import Record, Scope
-from ._retry import path_type, retrying
-from ._time import parse_datetime
-from .exceptions import ArchiveError, store_errors
+from .._backends.protocols import Record, Scope
+from .._model.times import parse_datetime
+from ..exceptions import ArchiveError, store_errors
+from .retry import path_type, retrying
 
 __all__ = [
     "FORMAT",
@@ -457,7 +457,7 @@ ReaderFactory = Callable[[fsspec.AbstractFileSystem, str, str], BackupReader]
 
 def _open_one(fs: fsspec.AbstractFileSystem, path: str, location: str) -> BackupReader:
     if path.endswith(".zip"):
-        from ._zip import ZipReader
+        from .zip import ZipReader
 
         return ZipReader(fs, path, location)
     return FolderReader(fs, path, location)

@@ -22,10 +22,10 @@ from typing import Any, BinaryIO, TypedDict, cast
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from ._backend import Outcome, Record, Scope, record_identity
-from ._model import ConflictStrategy
-from ._sqlite import transaction
-from ._time import utcnow
+from .._model.sqlitedb import transaction
+from .._model.task import ConflictStrategy
+from .._model.times import utcnow
+from .protocols import Outcome, Record, Scope, record_identity
 
 __all__ = ["Identity", "RepositoryBase", "Snapshot", "SqliteRepository"]
 

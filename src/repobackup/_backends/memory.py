@@ -12,9 +12,9 @@ from typing import BinaryIO
 
 import attrs
 
-from ._backend import Outcome, Record, Scope
-from ._model import ConflictStrategy
-from ._sqlite_repo import (
+from .._model.task import ConflictStrategy
+from .protocols import Outcome, Record, Scope
+from .sqlite import (
     Identity,
     RepositoryBase,
     check_aware,

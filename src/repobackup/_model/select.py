@@ -9,7 +9,7 @@ import functools
 import re
 from collections.abc import Callable, Iterable, Sequence
 
-from ._model import ProjectContentInfo
+from .task import ProjectContentInfo
 
 __all__ = ["Matcher", "compile_pattern", "select"]
 

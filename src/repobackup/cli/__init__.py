@@ -24,18 +24,18 @@ from types import FrameType
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 from wsgiref.simple_server import WSGIServer
 
-from ._json import to_json
-from ._model import BackupTask, RunSummary, TaskState
-from .exceptions import (
+from .._model.convert import to_json
+from .._model.task import BackupTask, RunSummary, TaskState
+from ..exceptions import (
     RepoBackupError,
     TaskNotFoundError,
     ValidationError,
 )
 
 if TYPE_CHECKING:
-    from ._engine import Engine
-    from ._run import Progress
-    from ._taskstore import TaskStore
+    from .._engine.engine import Engine
+    from .._pipeline.run import Progress
+    from .._tasks.store import TaskStore
 
 
 __all__ = [
@@ -495,8 +495,8 @@ def _version() -> str:
 def _task_store(
     stack: contextlib.ExitStack, tasks_db: str | None, repository: str | None
 ) -> TaskStore:
-    from ._registry import sqlite_path
-    from ._taskstore import MemoryTaskStore, SqliteTaskStore
+    from .._backends.registry import sqlite_path
+    from .._tasks.store import MemoryTaskStore, SqliteTaskStore
 
     path = tasks_db
     if path is None and repository is not None:
@@ -510,8 +510,8 @@ def _task_store(
 
 
 def _open_repository(stack: contextlib.ExitStack, spec: str, *, restore: bool) -> Any:
-    from ._backend import Source, Target
-    from ._registry import UnknownBackendError, open_repository
+    from .._backends.protocols import Source, Target
+    from .._backends.registry import UnknownBackendError, open_repository
 
     try:
         repository = open_repository(spec)
@@ -542,7 +542,7 @@ def _engine(
     restore: bool = False,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> Engine:
-    from ._engine import Engine
+    from .._engine.engine import Engine
 
     repository = _open_repository(stack, args.repository, restore=restore)
     tasks = _task_store(stack, args.tasks_db, args.repository)
@@ -646,7 +646,7 @@ _CONTENT_OPTIONS = "--all, --common-data, a --project-… or --repo… option, o
 
 
 def _cmd_demo(args: argparse.Namespace, out: Output) -> int:
-    from ._demo import run_demo
+    from .demo import run_demo
 
     return run_demo(args.dir, out)
 
@@ -655,7 +655,7 @@ def _cmd_task(args: argparse.Namespace, out: Output, *, backup: bool) -> int:
     data = _task_json(args, backup=backup)
     scheduled = args.cron is not None or args.at is not None
     if scheduled and args.tasks_db is None:
-        from ._registry import sqlite_path
+        from .._backends.registry import sqlite_path
 
         if sqlite_path(args.repository) is None:
             raise UsageError(
@@ -684,7 +684,7 @@ def _backup_series(engine: Engine, data: Mapping[str, Any]) -> BackupTask | None
     backup series, and that history is what an increment's since time and the backup it
     follows come from. Tasks scheduled by cron or time are left alone.
     """
-    from ._model import ExecutionStrategy, TaskType
+    from .._model.task import ExecutionStrategy, TaskType
 
     page_number = 1
     while True:
@@ -710,7 +710,7 @@ def _renew(engine: Engine, task: BackupTask, data: Mapping[str, Any]) -> str:
 
 
 def _created(engine: Engine, task_id: str, args: argparse.Namespace, out: Output) -> int:
-    from ._scheduler import due_at
+    from .._engine.scheduler import due_at
 
     task: BackupTask = engine.get_task(task_id)
     if args.json:
@@ -784,7 +784,7 @@ def _cmd_run(args: argparse.Namespace, out: Output) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace, out: Output) -> int:
-    from ._verify import verify
+    from .._archive.verify import verify
 
     report = verify(args.location)
     if args.json:
@@ -810,8 +810,8 @@ def _cmd_verify(args: argparse.Namespace, out: Output) -> int:
 
 def _backups_in(location: str) -> list[tuple[str, str]]:
     """The backups in a task folder by name, with whether each is complete."""
-    from ._archive import BACKUP_NAME, MANIFEST, open_store
-    from .exceptions import store_errors
+    from .._archive.layout import BACKUP_NAME, MANIFEST, open_store
+    from ..exceptions import store_errors
 
     fs, path = open_store(location)
     found = []
@@ -834,7 +834,7 @@ def _backups_in(location: str) -> list[tuple[str, str]]:
 
 
 def _cmd_ls(args: argparse.Namespace, out: Output) -> int:
-    from ._archive import open_backup_chain
+    from .._archive.layout import open_backup_chain
 
     chain = open_backup_chain(args.location)
     try:
@@ -899,8 +899,8 @@ def _show_backup(location: str, manifest: Mapping[str, Any], out: Output) -> Non
 
 
 def _cmd_tasks(args: argparse.Namespace, out: Output) -> int:
-    from ._registry import sqlite_path
-    from ._taskstore import SqliteTaskStore
+    from .._backends.registry import sqlite_path
+    from .._tasks.store import SqliteTaskStore
 
     path = args.tasks_db
     if path is None:
@@ -1004,8 +1004,8 @@ class _Stop(BaseException):
 def _cmd_serve(args: argparse.Namespace, out: Output) -> int:
     from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-    from ._scheduler import Scheduler
-    from .adapters.wsgi import bearer_token_authorizer, make_app
+    from .._engine.scheduler import Scheduler
+    from ..adapters.wsgi import bearer_token_authorizer, make_app
 
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
     if token is not None and len(token.strip()) < MIN_TOKEN:

@@ -14,7 +14,7 @@ from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 import attrs
 
-from ._model import ConflictStrategy
+from .._model.task import ConflictStrategy
 
 __all__ = ["Outcome", "Record", "Scope", "Source", "Target", "record_identity"]
 

@@ -14,7 +14,8 @@ import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.preconf.json import make_converter
 
-from ._model import (
+from ..exceptions import Problem, ValidationError
+from .task import (
     BackupTask,
     ConflictStrategy,
     ErrorStrategy,
@@ -23,8 +24,7 @@ from ._model import (
     TaskState,
     TaskType,
 )
-from ._time import format_datetime, naive_zone, parse_datetime
-from .exceptions import Problem, ValidationError
+from .times import format_datetime, naive_zone, parse_datetime
 
 __all__ = ["converter", "from_json", "parse_new_task", "to_json"]
 
@@ -264,7 +264,7 @@ def _structure(cls: type[T], data: Any, *, tz: tzinfo | None, creating: bool) ->
         except Exception as exc:
             problems.extend(problems_from(exc))
         if cls is BackupTask:
-            from ._validate import task_problems
+            from .rules import task_problems
 
             problems.extend(p for p in task_problems(data, creating=creating) if p not in problems)
     if problems:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from .exceptions import BackendError
+from ..exceptions import BackendError
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -53,7 +53,7 @@ class UnknownBackendError(BackendError, LookupError):
 
 
 def _open_sqlite(argument: str) -> Any:
-    from ._sqlite_repo import SqliteRepository
+    from .sqlite import SqliteRepository
 
     if not argument:
         raise ValueError("the sqlite backend needs a database path: sqlite:PATH")
@@ -61,7 +61,7 @@ def _open_sqlite(argument: str) -> Any:
 
 
 def _open_memory(argument: str) -> Any:
-    from ._memory_repo import MemoryRepository
+    from .memory import MemoryRepository
 
     if argument:
         raise ValueError(f"the memory backend takes no argument, got {argument!r}")

@@ -11,8 +11,8 @@ import attrs
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from ._archive import BACKUP_NAME, MANIFEST, STAMP_FORMAT, _open_one
-from .exceptions import ArchiveError, store_errors
+from ..exceptions import ArchiveError, store_errors
+from .layout import BACKUP_NAME, MANIFEST, STAMP_FORMAT, _open_one
 
 __all__ = ["apply_retention", "remove_leftovers"]
 

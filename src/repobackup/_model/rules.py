@@ -9,9 +9,9 @@ from typing import Any
 
 import fsspec
 
-from ._cron import parse_cron
-from ._select import compile_pattern
-from .exceptions import Problem
+from ..exceptions import Problem
+from .cron import parse_cron
+from .select import compile_pattern
 
 __all__ = ["name_problem", "task_problems"]
 

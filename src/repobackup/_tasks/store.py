@@ -20,10 +20,10 @@ from typing import Protocol
 
 import attrs
 
-from ._json import converter, to_json
-from ._model import BackupTask, Page, RunSummary, TaskState
-from ._sqlite import transaction
-from .exceptions import Problem, TaskNotFoundError, TaskRunningError, ValidationError
+from .._model.convert import converter, to_json
+from .._model.sqlitedb import transaction
+from .._model.task import BackupTask, Page, RunSummary, TaskState
+from ..exceptions import Problem, TaskNotFoundError, TaskRunningError, ValidationError
 
 __all__ = ["MemoryTaskStore", "RunLease", "SqliteTaskStore", "TaskStore"]
 

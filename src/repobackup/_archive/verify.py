@@ -19,7 +19,10 @@ from typing import IO, Any
 import attrs
 import zstandard
 
-from ._archive import (
+from .._backends.protocols import Scope
+from .._model.times import parse_datetime
+from ..exceptions import ArchiveError, RepoBackupError, store_errors
+from .layout import (
     BACKUP_NAME,
     CHUNK,
     MANIFEST,
@@ -33,10 +36,7 @@ from ._archive import (
     open_store,
     record_member,
 )
-from ._backend import Scope
-from ._retry import retrying
-from ._time import parse_datetime
-from .exceptions import ArchiveError, RepoBackupError, store_errors
+from .retry import retrying
 
 __all__ = ["VerifyProblem", "VerifyReport", "check_records_member", "verify"]
 

@@ -4,7 +4,6 @@ and compared with the original, so that a first run shows the whole cycle in sec
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import random
@@ -15,10 +14,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from ._engine import Engine
-from ._model import RunSummary, TaskState
-from ._sqlite_repo import Snapshot, SqliteRepository
-from ._taskstore import SqliteTaskStore
+from .._archive.verify import verify
+from .._backends.sqlite import Snapshot, SqliteRepository
+from .._engine.engine import Engine
+from .._model.task import RunSummary, TaskState
+from .._tasks.store import SqliteTaskStore
 
 __all__ = [
     "MARKER",
@@ -317,10 +317,7 @@ def run_demo(directory: Path | str, out: DemoOutput, *, workers: int | None = No
             f"contents), {counts['documents']} users, roles and permissions"
         )
 
-        compress = importlib.util.find_spec("repobackup._zip") is not None
-        if not compress:
-            out.note("   compressed backups are not available in this version: a plain folder")
-        out.say(f"2. backing up{' compressed' if compress else ''} into {_shown(store)}")
+        out.say(f"2. backing up compressed into {_shown(store)}")
         with Engine(source, tasks=tasks, user="demo", max_workers=workers) as engine:
             backup_id = engine.create_task(
                 {
@@ -328,7 +325,7 @@ def run_demo(directory: Path | str, out: DemoOutput, *, workers: int | None = No
                     "storeLocation": str(store),
                     "content": {
                         "commonData": True,
-                        "compression": compress,
+                        "compression": True,
                         "projects": [{"projectRegex": "*"}],
                     },
                 }
@@ -375,17 +372,11 @@ def run_demo(directory: Path | str, out: DemoOutput, *, workers: int | None = No
             return 1
         out.say(f"   identical: {counts['files']} files and every document match")
 
-    verified = True
-    if importlib.util.find_spec("repobackup._verify") is not None:
-        from ._verify import verify
-
-        report = verify(backup.location)
-        verified = bool(report.ok)
-        out.say(f"5. verifying the backup: {'ok' if verified else 'PROBLEMS'}")
-        for problem in list(report.problems)[:10]:
-            out.error(str(problem))
-    else:
-        out.say("5. verifying the backup: not available in this version")
+    report = verify(backup.location)
+    verified = bool(report.ok)
+    out.say(f"5. verifying the backup: {'ok' if verified else 'PROBLEMS'}")
+    for problem in list(report.problems)[:10]:
+        out.error(str(problem))
 
     location = _shown(backup.location)
     out.say()

@@ -23,7 +23,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 import attrs
 import zstandard
 
-from ._archive import (
+from .._archive.layout import (
     CHUNK,
     FORMAT,
     STAMP_FORMAT,
@@ -38,13 +38,13 @@ from ._archive import (
     record_to_line,
     task_folder,
 )
-from ._backend import Outcome, Record, Scope, Source, Target
-from ._json import to_json
-from ._model import BackupTask, ErrorStrategy, RunCounts, RunError, TaskState
-from ._retry import path_type
-from ._select import select
-from ._verify import check_records_member
-from .exceptions import (
+from .._archive.retry import path_type
+from .._archive.verify import check_records_member
+from .._backends.protocols import Outcome, Record, Scope, Source, Target
+from .._model.convert import to_json
+from .._model.select import select
+from .._model.task import BackupTask, ErrorStrategy, RunCounts, RunError, TaskState
+from ..exceptions import (
     ArchiveError,
     InsufficientSpaceError,
     RepoBackupError,
@@ -54,7 +54,7 @@ from .exceptions import (
 )
 
 if TYPE_CHECKING:
-    from ._engine import Engine
+    from .._engine.engine import Engine
 
 __all__ = ["FastFail", "Progress", "RunState", "run_backup", "run_restore"]
 
@@ -476,7 +476,7 @@ def run_backup(engine: Engine, task: BackupTask, run: RunState, started: datetim
 
     writer: BackupWriter
     if task.content.compression:
-        from ._zip import ZipWriter
+        from .._archive.zip import ZipWriter
 
         writer = ZipWriter(fs, path, location, workers=engine.max_workers)
     else:

@@ -16,11 +16,13 @@ from typing import Any
 
 import attrs
 
-from ._archive import task_folder
-from ._backend import Source, Target
-from ._ids import TASK_ID, new_task_id
-from ._json import from_json, parse_new_task, to_json
-from ._model import (
+from .._archive.layout import task_folder
+from .._archive.retention import apply_retention, remove_leftovers
+from .._archive.verify import VerifyReport, verify
+from .._backends.protocols import Source, Target
+from .._model.convert import from_json, parse_new_task, to_json
+from .._model.ids import TASK_ID, new_task_id
+from .._model.task import (
     BackupTask,
     ExecutionStrategy,
     Page,
@@ -29,12 +31,10 @@ from ._model import (
     TaskState,
     TaskType,
 )
-from ._retention import apply_retention, remove_leftovers
-from ._run import Progress, RunState, run_backup, run_restore
-from ._taskstore import MemoryTaskStore, TaskStore
-from ._time import local_zone
-from ._verify import VerifyReport, verify
-from .exceptions import RepoBackupError, TaskNotFoundError
+from .._model.times import local_zone
+from .._pipeline.run import Progress, RunState, run_backup, run_restore
+from .._tasks.store import MemoryTaskStore, TaskStore
+from ..exceptions import RepoBackupError, TaskNotFoundError
 
 __all__ = ["Engine"]
 

@@ -1,0 +1,1 @@
+"""Checks of the code's shape that the test suite and CI run."""
