@@ -181,7 +181,7 @@ def _parse_key_file(doc: object, where: str) -> KeyFile:
         key_set=key_set,
         created=created,
         kdf=params,
-        salt=_b64(kdf, "salt", None, where),
+        salt=_b64(kdf, "salt", SALT_SIZE, where),
         nonce=_b64(doc, "nonce", NONCE_SIZE, where),
         wrapped=_b64(doc, "masterKey", KEY_SIZE + 16, where),
     )
