@@ -38,6 +38,7 @@ from repobackup._archive.crypto import (
     MemberReader,
     MemberWriter,
     blob_id,
+    stored_size,
 )
 from repobackup._archive.keys import (
     KeyFile,
@@ -179,6 +180,7 @@ class TestRoundTrip:
         """A member is the header plus 16 bytes per segment; an exact multiple adds none."""
         segments = max(1, -(-size // S))
         assert len(encrypt(key, plaintext(size))) == HEADER_SIZE + size + 16 * segments
+        assert stored_size(size) == HEADER_SIZE + size + 16 * segments
 
     @pytest.mark.parametrize("size", SIZES)
     def test_documented_format(self, key: MasterKey, size: int) -> None:
@@ -233,9 +235,63 @@ class TestRoundTrip:
         assert doc_decrypt_member(key.secret, stored, BACKUP, NAME) == plain
 
 
+@given(
+    plain=st.binary(max_size=600),
+    segment_size=st.integers(1, 200),
+    position=st.integers(0, 10_000),
+    bit=st.integers(0, 7),
+)
+def test_any_flipped_bit_is_refused(
+    plain: bytes, segment_size: int, position: int, bit: int
+) -> None:
+    """Whatever the member, flipping any one bit of it is a DecryptionError."""
+    key = MasterKey(b"k" * 32)
+    stored = bytearray(encrypt(key, plain, segment_size=segment_size))
+    stored[position % len(stored)] ^= 1 << bit
+    with pytest.raises(DecryptionError):
+        decrypt(key, bytes(stored))
+
+
 def segments_of(stored: bytes, size: int) -> tuple[bytes, list[bytes]]:
     body = stored[HEADER_SIZE:]
     return stored[:HEADER_SIZE], [body[i : i + size + 16] for i in range(0, len(body), size + 16)]
+
+
+class TestUnfinished:
+    """A member whose writing did not finish never opens as a whole one."""
+
+    def test_exception_in_with(self, key: MasterKey) -> None:
+        """Leaving the writer's block on an error writes no last segment."""
+        out = io.BytesIO()
+
+        def fail_half_way() -> None:
+            with MemberWriter(out, key, backup_id=BACKUP, name=NAME, segment_size=100) as w:
+                w.write(plaintext(450))
+                raise OSError("source failed")
+
+        with pytest.raises(OSError, match="source"):
+            fail_half_way()
+        with pytest.raises(DecryptionError, match="failed authentication"):
+            decrypt(key, out.getvalue())
+
+    def test_dropped_writer(self, key: MasterKey) -> None:
+        """An unclosed writer that is garbage-collected does not seal the member."""
+        out = io.BytesIO()
+        writer = MemberWriter(out, key, backup_id=BACKUP, name=NAME, segment_size=100)
+        writer.write(plaintext(450))
+        del writer
+        with pytest.raises(DecryptionError, match="failed authentication"):
+            decrypt(key, out.getvalue())
+
+    def test_abort(self, key: MasterKey) -> None:
+        """abort() stops a writer; what it wrote is a cut member."""
+        out = io.BytesIO()
+        writer = MemberWriter(out, key, backup_id=BACKUP, name=NAME)
+        writer.write(b"partial")
+        writer.abort()
+        writer.close()
+        with pytest.raises(DecryptionError, match="cut short"):
+            decrypt(key, out.getvalue())
 
 
 class TestTampering:
@@ -403,6 +459,7 @@ class TestKeyFiles:
             ({"masterKey": 5}, "masterKey"),
             ({"id": "XYZ"}, "id"),
             ({"created": "yesterday"}, "created"),
+            ({"created": "2026-12-01T21:50:00"}, "UTC offset"),
             ({"kdf": {"name": "pbkdf2"}}, "pbkdf2"),
             ({"kdf": {"name": "scrypt", "n": 2**30, "r": 8, "p": 1, "salt": ""}}, "scrypt"),
             ({"kdf": {"name": "scrypt", "n": 1000, "r": 8, "p": 1, "salt": ""}}, "power of two"),

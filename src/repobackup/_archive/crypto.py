@@ -36,6 +36,7 @@ __all__ = [
     "MemberWriter",
     "associated_data",
     "blob_id",
+    "stored_size",
 ]
 
 MAGIC = b"RBKENC"
@@ -104,6 +105,12 @@ def blob_id(key: MasterKey, sha256: str) -> str:
     return hmac.new(key.blob_id_key, bytes.fromhex(sha256), hashlib.sha256).hexdigest()
 
 
+def stored_size(plain_size: int, segment_size: int = SEGMENT_SIZE) -> int:
+    """How many bytes a member of *plain_size* bytes takes encrypted (header and tags)."""
+    segments = max(1, -(-plain_size // segment_size))
+    return HEADER_SIZE + plain_size + TAG_SIZE * segments
+
+
 def associated_data(header: bytes, backup_id: str, name: str) -> bytes:
     """What each segment's tag covers besides its bytes: the header, the backup id, the name."""
     parts = [header]
@@ -126,7 +133,8 @@ class MemberWriter(io.RawIOBase):
 
     The bytes written are the member's stored form before encryption: compress first (the
     zstd frame of a ``.zst`` member), then hand the compressed bytes here. Closing the
-    writer does not close *raw*.
+    writer does not close *raw*. Leaving a ``with`` block on an exception, `abort`, or
+    dropping an unclosed writer writes no last segment, so the partial member never opens.
     """
 
     def __init__(
@@ -180,15 +188,34 @@ class MemberWriter(io.RawIOBase):
         self._counter += 1
 
     def close(self) -> None:
+        """Write the last segment: only now is the member complete (and authentic)."""
         if not self.closed:
             self._seal(self._buffer, last=True)
             self._buffer.clear()
         super().close()
 
+    def abort(self) -> None:
+        """Stop without a last segment, so what was written reads as a cut member."""
+        self._buffer.clear()
+        super().close()
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        # A member whose input failed half-way must never look whole.
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+    def __del__(self) -> None:
+        # io.IOBase would call close() here, sealing a member nobody finished.
+        if not self.closed:
+            self.abort()
+
 
 class MemberReader(io.RawIOBase):
     """The decrypted bytes of one member read from *raw*, one segment in memory at a time.
 
+    The member is authentic only once a read returns ``b""`` (its last segment checked).
     Raises `DecryptionError` at the first segment that fails authentication: a wrong key,
     name or backup id, a flipped byte, a cut, or segments out of order. Bytes already
     returned came from segments that passed; a consumer commits its output only after the

@@ -176,6 +176,8 @@ def _parse_key_file(doc: object, where: str) -> KeyFile:
         created = datetime.fromisoformat(_field(doc, "created", str, where))
     except ValueError:
         raise ArchiveError(f"{where}: key file field 'created' is not an ISO 8601 time") from None
+    if created.tzinfo is None:
+        raise ArchiveError(f"{where}: key file field 'created' has no UTC offset")
     return KeyFile(
         id=key_id,
         key_set=key_set,
