@@ -59,7 +59,7 @@ INFO_PAYLOAD = b"repobackup member payload v1"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-def _hkdf(ikm: bytes, info: bytes, salt: bytes | None = None, length: int = KEY_SIZE) -> bytes:
+def _hkdf(ikm: bytes, info: bytes, length: int = KEY_SIZE, salt: bytes | None = None) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(ikm)
 
 
@@ -68,31 +68,27 @@ class MasterKey:
     """The 32 random bytes every other key of a key set derives from (never stored in clear)."""
 
     secret: bytes = attrs.field()
+    # Derived once: a run names thousands of blobs and encrypts as many members.
+    member_key: bytes = attrs.field(init=False, eq=False)
+    blob_id_key: bytes = attrs.field(init=False, eq=False)
+    key_set_id: str = attrs.field(init=False, eq=False)
 
     @secret.validator
     def _check(self, _attribute: object, value: bytes) -> None:
         if len(value) != KEY_SIZE:
             raise ValidationError(f"master key: must be {KEY_SIZE} bytes, got {len(value)}")
 
+    def __attrs_post_init__(self) -> None:
+        # member_key: member payload keys derive from it; blob_id_key: the HMAC key naming
+        # blobs; key_set_id: a public id (32 hex digits) naming this master key.
+        object.__setattr__(self, "member_key", _hkdf(self.secret, INFO_MEMBER))
+        object.__setattr__(self, "blob_id_key", _hkdf(self.secret, INFO_BLOB_ID))
+        object.__setattr__(self, "key_set_id", _hkdf(self.secret, INFO_KEY_SET, 16).hex())
+
     @classmethod
     def generate(cls) -> MasterKey:
         """A new random master key."""
         return cls(os.urandom(KEY_SIZE))
-
-    @property
-    def member_key(self) -> bytes:
-        """The subkey that member payload keys derive from."""
-        return _hkdf(self.secret, INFO_MEMBER)
-
-    @property
-    def blob_id_key(self) -> bytes:
-        """The HMAC key that turns a blob's sha256 into the name it is stored under."""
-        return _hkdf(self.secret, INFO_BLOB_ID)
-
-    @property
-    def key_set_id(self) -> str:
-        """A public id (32 hex digits) naming this master key; key files carry it."""
-        return _hkdf(self.secret, INFO_KEY_SET, length=16).hex()
 
     def __repr__(self) -> str:
         return f"MasterKey(key_set_id={self.key_set_id!r})"
@@ -239,7 +235,8 @@ class MemberReader(io.RawIOBase):
         self._sealed = size + TAG_SIZE
         self._counter = 0
         self._plain = memoryview(b"")
-        self._ahead = b""
+        # The piece after the current one: only its absence marks the current one as last.
+        self._next = _read_exact(raw, self._sealed)
         self._done = False
 
     def readable(self) -> bool:
@@ -255,9 +252,9 @@ class MemberReader(io.RawIOBase):
         return n
 
     def _open_next(self) -> None:
-        sealed = self._ahead + _read_exact(self._raw, self._sealed - len(self._ahead))
-        self._ahead = _read_exact(self._raw, 1) if len(sealed) == self._sealed else b""
-        last = not self._ahead
+        sealed = self._next
+        self._next = _read_exact(self._raw, self._sealed) if len(sealed) == self._sealed else b""
+        last = not self._next
         where = f"{self._name}: segment {self._counter}"
         if len(sealed) < TAG_SIZE:
             raise DecryptionError(f"{where} is cut short")
