@@ -88,7 +88,8 @@ def decrypt(key: MasterKey, stored: bytes, *, name: str = NAME, backup_id: str =
 # An independent decryptor, written from docs/format.md "Encrypted backups" alone.
 
 
-def _hkdf(ikm: bytes, info: str, salt: bytes | None = None, length: int = 32) -> bytes:
+def _hkdf(ikm: bytes, info: str, salt: bytes = bytes(32), length: int = 32) -> bytes:
+    """HKDF-SHA256; "no salt" is spelled out as the 32 zero bytes the format says it is."""
     return HKDF(hashes.SHA256(), length, salt, info.encode("ascii")).derive(ikm)
 
 
@@ -207,6 +208,11 @@ class TestRoundTrip:
         )
         got = b"".join(iter(lambda: reader.read(7), b""))
         assert got == plain
+
+    def test_bad_segment_size(self, key: MasterKey) -> None:
+        """A writer refuses a segment size a reader would refuse."""
+        with pytest.raises(ValidationError, match="segment size"):
+            MemberWriter(io.BytesIO(), key, backup_id=BACKUP, name=NAME, segment_size=0)
 
     def test_write_after_close(self, key: MasterKey) -> None:
         """A closed writer refuses more data instead of dropping it."""
@@ -382,6 +388,8 @@ class TestTampering:
         assert good == self.PLAIN[: 3 * self.SEG]
         with pytest.raises(DecryptionError, match="segment 3 failed authentication"):
             reader.read()
+        with pytest.raises(DecryptionError, match="segment 3 failed authentication"):
+            reader.read(1)
 
     def test_hostile_segment_size(self, key: MasterKey) -> None:
         """A header claiming a huge segment is refused before anything is allocated."""

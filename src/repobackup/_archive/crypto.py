@@ -143,6 +143,7 @@ class MemberWriter(io.RawIOBase):
         segment_size: int = SEGMENT_SIZE,
     ) -> None:
         super().__init__()
+        self._buffer = bytearray()
         if not 1 <= segment_size <= MAX_SEGMENT_SIZE:
             raise ValidationError(f"segment size: must be 1..{MAX_SEGMENT_SIZE}")
         salt = os.urandom(SALT_SIZE)
@@ -151,7 +152,6 @@ class MemberWriter(io.RawIOBase):
         self._aead = _payload_cipher(key, salt)
         self._ad = associated_data(header, backup_id, name)
         self._size = segment_size
-        self._buffer = bytearray()
         self._counter = 0
         raw.write(header)
 
@@ -238,14 +238,22 @@ class MemberReader(io.RawIOBase):
         # The piece after the current one: only its absence marks the current one as last.
         self._next = _read_exact(raw, self._sealed)
         self._done = False
+        self._failure: DecryptionError | None = None
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: WriteableBuffer, /) -> int:
         out = memoryview(buffer).cast("B")
+        # After a failed segment every read fails: an end-of-file would pass for the end.
+        if self._failure is not None:
+            raise self._failure
         while not self._plain and not self._done:
-            self._open_next()
+            try:
+                self._open_next()
+            except DecryptionError as exc:
+                self._failure = exc
+                raise
         n = min(len(out), len(self._plain))
         out[:n] = self._plain[:n]
         self._plain = self._plain[n:]
