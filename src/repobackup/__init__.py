@@ -34,6 +34,7 @@ from ._tasks.store import MemoryTaskStore, SqliteTaskStore, TaskStore
 from .exceptions import (
     ArchiveError,
     BackendError,
+    DecryptionError,
     InsufficientSpaceError,
     RepoBackupError,
     StoreError,
@@ -50,6 +51,7 @@ __all__ = [
     "BackupTask",
     "ConflictStrategy",
     "CronSchedule",
+    "DecryptionError",
     "Engine",
     "ErrorStrategy",
     "ExecutionPlan",

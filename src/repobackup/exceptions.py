@@ -9,6 +9,7 @@ The tree::
     ├── TaskRunningError                250128  the task is already running
     ├── InsufficientSpaceError          250901  the store has less free space than the run needs
     ├── ArchiveError                    250902  a backup is missing, incomplete, corrupt or hostile
+    │   └── DecryptionError             250905  wrong passphrase, or a member fails its tag
     ├── StoreError                      250903  the store location failed (I/O, network, access)
     └── BackendError                    250904  the repository backend (Source/Target) failed
 
@@ -27,6 +28,7 @@ import attrs
 __all__ = [
     "ArchiveError",
     "BackendError",
+    "DecryptionError",
     "InsufficientSpaceError",
     "MalformedRequestError",
     "Problem",
@@ -118,6 +120,12 @@ class ArchiveError(RepoBackupError):
     """A backup is missing, incomplete, corrupt, or holds a member that escapes its tree."""
 
     code: ClassVar[int] = 250902
+
+
+class DecryptionError(ArchiveError):
+    """No passphrase opens the keys, or an encrypted member failed authentication."""
+
+    code: ClassVar[int] = 250905
 
 
 class StoreError(RepoBackupError, OSError):
