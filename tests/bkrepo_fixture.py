@@ -53,7 +53,9 @@ class Builder:
         self.stamp = stamp
         self.files: dict[str, list[bytes]] = {}
         self.blobs: dict[str, bytes] = {}
-        self.raw: dict[str, bytes] = {}  # entries written as given (hostile ones, broken lines)
+        self.raw: dict[
+            str, bytes | Path
+        ] = {}  # entries written as given (hostile ones, broken lines)
         self._ids = 0
 
     def next_id(self) -> str:
@@ -143,7 +145,7 @@ class Builder:
             },
         )
 
-    def entries(self, separator: str = "/") -> Iterator[tuple[str, bytes]]:
+    def entries(self, separator: str = "/") -> Iterator[tuple[str, bytes | Path]]:
         """Every entry name (under ``<stamp>/``) and its bytes, in the order the server writes."""
         for entry, lines in self.files.items():
             yield self._name(entry, separator), b"".join(lines)
@@ -161,7 +163,7 @@ class Builder:
         for entry, data in self.entries():
             path = root / entry
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
+            path.write_bytes(data.read_bytes() if isinstance(data, Path) else data)
         return root / self.stamp
 
     def write_zip(
@@ -204,14 +206,23 @@ class _Unseekable(io.RawIOBase):
 
 
 def write_zip(
-    path: Path, entries: Iterable[tuple[str, bytes]], *, method: int = zipfile.ZIP_DEFLATED
+    path: Path,
+    entries: Iterable[tuple[str, bytes | Path]],
+    *,
+    method: int = zipfile.ZIP_DEFLATED,
 ) -> None:
-    """A zip of *entries* (names written as given, backslashes and all)."""
+    """A zip of *entries* (names written as given, backslashes and all); an entry given as a
+    Path is copied from that file in chunks."""
     with path.open("wb") as out, zipfile.ZipFile(_Unseekable(out), "w") as archive:  # type: ignore[arg-type]
         for name, data in entries:
             info = zipfile.ZipInfo(name, date_time=(2024, 12, 24, 17, 13, 54))
             info.compress_type = method
-            archive.writestr(info, data)
+            if isinstance(data, Path):
+                with data.open("rb") as source, archive.open(info, "w", force_zip64=True) as dest:
+                    while chunk := source.read(1 << 20):
+                        dest.write(chunk)
+            else:
+                archive.writestr(info, data)
 
 
 def write_nodes(path: Path, pid: str, repo: str, count: int) -> int:

@@ -351,8 +351,7 @@ class BkrepoBackup:
     def _read(
         self, entry: str, scope: Scope, collection: str, on_problem: OnProblem | None
     ) -> Iterator[Record]:
-        with store_errors(f"reading {self.location}/{entry}"), self._tree.open(entry) as raw:
-            stream = io.BufferedReader(cast(Any, raw), CHUNK)
+        with store_errors(f"reading {self.location}/{entry}"), self._tree.open(entry) as stream:
             for number, line in _lines(stream):
                 if line is None:
                     self._problem(

@@ -34,6 +34,7 @@ __all__ = [
 
 STAMP = re.compile(r"^\d{8}\.\d{6}$")
 CHUNK = 1 << 20
+PIECE = 256 * 1024  # what an entry is read and inflated by: four of them stay small
 STORED, DEFLATED = 0, 8
 FLAG_ENCRYPTED, FLAG_UTF8 = 0x1, 0x800
 ZIP64_LIMIT, ZIP64_COUNT, ZIP64_EXTRA = 0xFFFFFFFF, 0xFFFF, 0x0001
@@ -442,7 +443,7 @@ class ZipTree:
         start = offset + LOCAL.size + name_len + extra_len
         stream = _EntryStream(self._source, f"{self.location}: entry {entry}")
         stream.begin(start, packed, size, crc, deflated=method == DEFLATED)
-        return io.BufferedReader(stream, CHUNK)
+        return io.BufferedReader(stream, PIECE)
 
     def close(self) -> None:
         with self._lock:
@@ -458,7 +459,7 @@ class _EntryStream(io.RawIOBase):
         super().__init__()
         self._source = source
         self._what = what
-        self._pending = b""
+        self._pending = memoryview(b"")
         self._chunks: Iterator[bytes] = iter(())
 
     def begin(self, start: int, packed: int, size: int, crc: int, *, deflated: bool) -> None:
@@ -472,7 +473,7 @@ class _EntryStream(io.RawIOBase):
             chunk = next(self._chunks, None)
             if chunk is None:
                 return 0
-            self._pending = chunk
+            self._pending = memoryview(chunk)
         count = min(len(buffer), len(self._pending))
         buffer[:count] = self._pending[:count]
         self._pending = self._pending[count:]
@@ -481,7 +482,7 @@ class _EntryStream(io.RawIOBase):
     def _packed(self, start: int, packed: int) -> Iterator[bytes]:
         at = 0
         while at < packed:
-            data = self._source.read(start + at, start + min(packed, at + CHUNK))
+            data = self._source.read(start + at, start + min(packed, at + PIECE))
             if not data:
                 raise ArchiveError(f"{self._what} is cut short: the zip is truncated")
             at += len(data)
@@ -515,7 +516,7 @@ class _EntryStream(io.RawIOBase):
 def _inflate(inflater: Any, data: bytes) -> Iterator[bytes]:
     """The bytes *data* inflates to, a chunk at a time."""
     while data and not inflater.eof:
-        out = inflater.decompress(data, CHUNK)
+        out = inflater.decompress(data, PIECE)
         data = inflater.unconsumed_tail
         if out:
             yield out
