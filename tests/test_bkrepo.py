@@ -21,7 +21,13 @@ import pytest
 
 import bkrepo_fixture as fx
 from repobackup import ConflictStrategy, SqliteRepository
-from repobackup._archive.bkrepo import BkrepoBackup, BkrepoProblem, detect, open_bkrepo
+from repobackup._archive.bkrepo import (
+    BkrepoBackup,
+    BkrepoProblem,
+    detect,
+    find_bkrepo,
+    open_bkrepo,
+)
 from repobackup._backends.protocols import Record, Scope
 from repobackup.exceptions import ArchiveError
 
@@ -408,3 +414,66 @@ class TestStreaming:
         assert count == self.COUNT
         assert size > 20_000_000
         assert peak < size / 10, (peak, size)
+
+
+class TestMoreLayout:
+    def test_a_task_folder_lists_its_backups_oldest_first(self, tmp_path: Path) -> None:
+        """find_bkrepo() returns each stamp folder and zip of a <name>/ folder, by stamp."""
+        fx.standard(fx.Builder("20241225.010000")).write_folder(tmp_path)
+        fx.standard(fx.Builder("20241224.010000")).write_zip(tmp_path)
+        (tmp_path / "nightly" / "notes.txt").write_text("not a backup")
+        found = find_bkrepo(LOCAL, str(tmp_path / "nightly"))
+        assert [Path(p).name for p in found] == [
+            "nightly-20241224.010000.zip",
+            "20241225.010000",
+        ]
+
+    def test_folder_entries_of_other_zip_tools_are_harmless(self, tmp_path: Path) -> None:
+        """A zip re-made with folder entries (``<stamp>/``, ``<stamp>/demo/``) reads the same."""
+        builder = fx.standard()
+        builder.raw[f"{builder.stamp}/"] = b""
+        builder.raw[f"{builder.stamp}/demo/"] = b""
+        with _open(builder.write_zip(tmp_path)) as backup:
+            assert not backup.problems
+            assert len(_all(backup)) == 19
+
+    def test_a_linked_folder_inside_bk_store_is_never_read(self, tmp_path: Path) -> None:
+        """A blob reached through a linked folder resolves outside the backup: refused."""
+        builder = fx.standard()
+        folder = builder.write_folder(tmp_path)
+        sha = hashlib.sha256(fx.DATA["jar"]).hexdigest()
+        outside = tmp_path / "outside"
+        (folder / "bk+store" / sha[:2]).rename(outside)
+        (folder / "bk+store" / sha[:2]).symlink_to(outside)
+        with _open(folder) as backup, pytest.raises(ArchiveError, match="outside the backup"):
+            backup.open_blob(sha)
+
+    def test_stray_entries_are_reported_as_unexpected(self, tmp_path: Path) -> None:
+        """Files the layout has no place for are named, not read."""
+        folder = fx.standard().write_folder(tmp_path)
+        (folder / "notes.txt").write_text("x")
+        (folder / "demo" / "stray.json").write_text("x")
+        (folder / "demo" / "generic" / "extra.json").write_text("x")
+        with _open(folder) as backup:
+            report = backup.verify()
+            again = backup.verify()
+        assert {(p.kind, p.entry) for p in report.problems} == {
+            ("unmarked", "*"),
+            ("unexpected", "notes.txt"),
+            ("unexpected", "demo/stray.json"),
+            ("unexpected", "demo/generic/extra.json"),
+        }
+        assert [p.kind for p in again.problems].count("unmarked") == 1
+
+    @pytest.mark.slow
+    def test_a_zip_of_more_than_65535_entries(self, tmp_path: Path) -> None:
+        """Past 65535 entries the JDK writes zip64 end records; they are read."""
+        builder = fx.Builder()
+        project = {"id": builder.next_id(), "name": "p", "lastModifiedDate": fx.TIME}
+        builder.repository(project, "r")
+        for number in range(66_000):
+            data = number.to_bytes(4, "big")
+            builder.blobs[hashlib.sha256(data).hexdigest()] = data
+        with _open(builder.write_zip(tmp_path)) as backup:
+            assert sum(1 for _ in backup.blobs()) == 66_000
+            assert not backup.problems

@@ -31,6 +31,7 @@ __all__ = [
     "BkrepoProblem",
     "BkrepoVerify",
     "detect",
+    "find_bkrepo",
     "open_bkrepo",
 ]
 
@@ -169,6 +170,26 @@ def _base(name: object) -> str:
     return posixpath.basename(str(name).rstrip("/"))
 
 
+_BACKUP_NAME = re.compile(r"^(?:(?P<stamp>\d{8}\.\d{6})|.+-(?P<zstamp>\d{8}\.\d{6})\.zip)$")
+
+
+def find_bkrepo(fs: fsspec.AbstractFileSystem, path: str) -> list[str]:
+    """The bk-repo backups in the task folder *path* (``<storeLocation>/<name>/``): each
+    ``<stamp>/`` folder and ``<name>-<stamp>.zip`` that `detect` accepts, oldest first.
+
+    Nothing marks a backup of the server as complete: the newest may be one cut short.
+    """
+    path = path.rstrip("/")
+    with store_errors(f"listing {path}"):
+        names = [_base(name) for name in fs.ls(path, detail=False)]
+    found = []
+    for name in names:
+        match = _BACKUP_NAME.match(name)
+        if match is not None and detect(fs, posixpath.join(path, name)):
+            found.append((match["stamp"] or match["zstamp"], name))
+    return [posixpath.join(path, name) for _, name in sorted(found)]
+
+
 def open_bkrepo(
     fs: fsspec.AbstractFileSystem,
     path: str,
@@ -213,6 +234,7 @@ class BkrepoBackup:
         self._problems: list[BkrepoProblem] = []
         self.problems_dropped = 0
         self._tree_map: dict[str, list[str]] | None = None
+        self._unmarked = False
         tree: BkrepoTree
         if path.rstrip("/").endswith(".zip"):
             tree = ZipTree(fs, path, self.location, self._refuse)
@@ -272,13 +294,23 @@ class BkrepoBackup:
             found: dict[str, list[str]] = {}
             for project, is_folder in self._tree.children(""):
                 if is_folder and project != STORE:
-                    repos = [name for name, sub in self._tree.children(project) if sub]
+                    repos = self._repositories(project)
                     if repos:
                         found[project] = repos
                 elif not is_folder and project not in COMMON_FILES:
                     self._problem(BkrepoProblem("unexpected", project, "not part of the layout"))
             self._tree_map = found
         return self._tree_map
+
+    def _repositories(self, project: str) -> list[str]:
+        repos = []
+        for name, is_folder in self._tree.children(project):
+            if is_folder:
+                repos.append(name)
+            else:
+                entry = f"{project}/{name}"
+                self._problem(BkrepoProblem("unexpected", entry, "not part of the layout"))
+        return repos
 
     def scopes(self) -> Iterator[Scope]:
         """The common scope (when it holds a file), then each project and its repositories."""
@@ -482,15 +514,20 @@ class BkrepoBackup:
     # -- verify
 
     def verify(self, *, on_problem: OnProblem | None = None) -> BkrepoVerify:
-        """Read everything once: every line of every scope, whether every blob a live node
-        references is there, and every blob's content against its name. Memory stays flat."""
+        """Read everything once: every line of every scope, whether every blob a node
+        references is there, and every blob's content against its name. Memory stays flat.
+
+        The report's problems are all those found on this backup so far (so call it on a
+        freshly opened backup), the missing completeness marker first."""
         unmarked = BkrepoProblem(
             "unmarked",
             "*",
             "the server's backups carry no manifest, checksums or completeness marker: "
             "a backup cut short cannot be told from a whole one",
         )
-        self._problem(unmarked, on_problem)
+        if not self._unmarked:
+            self._unmarked = True
+            self._problem(unmarked, on_problem)
         records = blobs = 0
         for scope in self.scopes():
             for record in self.records(scope, on_problem=on_problem):

@@ -141,6 +141,12 @@ class FolderTree:
     def _full(self, entry: str) -> str:
         return posixpath.join(self.path, entry)
 
+    def _inside(self, path: str, entry: str) -> None:
+        """ArchiveError when a local *path* resolves outside the backup (a linked folder)."""
+        root = os.path.realpath(self.path)
+        if not os.path.realpath(path).startswith(root + os.sep):
+            raise ArchiveError(f"{self.location}: {entry} resolves outside the backup")
+
     def exists(self, entry: str) -> bool:
         path = self._full(entry)
         with store_errors(f"reading {self.location}/{entry}"):
@@ -156,6 +162,7 @@ class FolderTree:
         path = self._full(entry)
         with store_errors(f"reading {self.location}/{entry}"):
             if isinstance(self.fs, LocalFileSystem):
+                self._inside(path, entry)
                 if os.path.islink(path):
                     raise ArchiveError(f"{self.location}: {entry} is a symbolic link")
                 return open(path, "rb")
@@ -372,7 +379,7 @@ class ZipTree:
             self._refuse(repr(raw), f"unreadable entry: {exc}")
             return None
         parts, problem = self._parts(name)
-        if problem is None:
+        if problem is None and parts[-1] != "":
             if stat.S_ISLNK(fields[15] >> 16):
                 problem = "a symbolic link; backups hold none"
             elif flags & FLAG_ENCRYPTED or method not in (STORED, DEFLATED):
@@ -405,8 +412,6 @@ class ZipTree:
             problem = component_problem(part)
             if problem is not None:
                 return [], problem
-        if folder and len(parts) == 1:
-            return [], "the stamp folder itself"
         return parts, None
 
     def children(self, folder: str) -> Iterator[tuple[str, bool]]:
