@@ -39,7 +39,10 @@ def _open(path: Path) -> BkrepoBackup:
     return open_bkrepo(LOCAL, str(path), zone=SHANGHAI)
 
 
-@pytest.fixture(name="form", params=["folder", "zip", "windows-zip", "stored-zip", "memory"])
+@pytest.fixture(
+    name="form",
+    params=["folder", "zip", "windows-zip", "stored-zip", "memory", "memory-zip"],
+)
 def _form(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BkrepoBackup]:
     builder = fx.standard()
     if request.param == "memory":
@@ -49,6 +52,11 @@ def _form(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BkrepoBack
             assert isinstance(data, bytes)
             fs.pipe_file(f"{root.rsplit('/', 1)[0]}/{entry}", data)
         backup = open_bkrepo(fs, root, zone=SHANGHAI)
+    elif request.param == "memory-zip":
+        fs = fsspec.filesystem("memory")
+        path = f"/bk-{os.getpid()}-{id(tmp_path)}/nightly-{builder.stamp}.zip"
+        fs.pipe_file(path, builder.write_zip(tmp_path).read_bytes())
+        backup = open_bkrepo(fs, path, zone=SHANGHAI)
     elif request.param == "folder":
         backup = _open(builder.write_folder(tmp_path))
     else:
@@ -477,3 +485,40 @@ class TestMoreLayout:
         with _open(builder.write_zip(tmp_path)) as backup:
             assert sum(1 for _ in backup.blobs()) == 66_000
             assert not backup.problems
+
+
+class TestCallbacks:
+    def test_every_problem_goes_to_the_backup_wide_callback(self, tmp_path: Path) -> None:
+        """Given at open, on_problem hears hostile entries, bad lines and bad blobs alike."""
+        builder = fx.standard()
+        builder.raw["../evil"] = b""
+        builder.files["demo/generic/node.json"].append(b"not json\n")
+        heard: list[BkrepoProblem] = []
+        path = builder.write_zip(tmp_path)
+        with open_bkrepo(LOCAL, str(path), zone=SHANGHAI, on_problem=heard.append) as backup:
+            assert [p.kind for p in heard] == ["hostile"]
+            _all(backup)
+            assert [p.kind for p in heard] == ["hostile", "malformed"]
+            assert heard == list(backup.problems)
+
+    def test_a_raising_callback_stops_the_read(self, tmp_path: Path) -> None:
+        """FAST_FAIL: the callback's exception ends the walk at the first bad line."""
+        builder = fx.standard()
+        builder.files["demo/generic/node.json"].insert(0, b"not json\n")
+
+        def stop(problem: BkrepoProblem) -> None:
+            raise RuntimeError(problem.where)
+
+        with _open(builder.write_folder(tmp_path)) as backup:
+            records = backup.records(Scope("demo", "generic"), "node", on_problem=stop)
+            with pytest.raises(RuntimeError, match=r"demo/generic/node\.json:1"):
+                list(records)
+
+    def test_line_counts(self, form: BkrepoBackup) -> None:
+        """ls counts lines without parsing them."""
+        assert form.line_counts(Scope("demo", "generic")) == {
+            "repository": 1,
+            "node": 3,
+            "maven_metadata": 1,
+        }
+        assert form.line_counts(Scope("demo")) == {"project": 1}

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, tzinfo
 from types import TracebackType
-from typing import IO, Any, BinaryIO, cast
+from typing import IO, Any, BinaryIO, TypeVar, cast
 
 import attrs
 import fsspec
@@ -125,6 +125,8 @@ class BkrepoVerify:
 
 
 OnProblem = Callable[[BkrepoProblem], None]
+_T = TypeVar("_T")
+_END = object()
 
 
 class _BlobMismatch(ArchiveError):
@@ -196,14 +198,17 @@ def open_bkrepo(
     *,
     zone: tzinfo | None = None,
     location: str | None = None,
+    on_problem: OnProblem | None = None,
 ) -> BkrepoBackup:
     """Open the bk-repo backup at *path* on *fs* (a ``<stamp>/`` folder or a ``.zip``).
 
     *zone* is the zone of its offset-less times (the server's; None: this machine's).
-    *location* names the backup in messages (default *path*). A zip's directory is read and
-    its hostile entries refused at once; nothing else is read until asked for.
+    *location* names the backup in messages (default *path*). *on_problem* is called with
+    each problem as it is found (it may raise to stop), besides keeping it in `problems`. A
+    zip's directory is read and its hostile entries refused at once; nothing else is read
+    until asked for.
     """
-    return BkrepoBackup(fs, path, zone=zone, location=location)
+    return BkrepoBackup(fs, path, zone=zone, location=location, on_problem=on_problem)
 
 
 class BkrepoBackup:
@@ -227,8 +232,10 @@ class BkrepoBackup:
         *,
         zone: tzinfo | None = None,
         location: str | None = None,
+        on_problem: OnProblem | None = None,
     ) -> None:
         self.location = location or path
+        self._on_problem = on_problem
         self.zone = zone if zone is not None else local_zone()
         self._lock = threading.Lock()
         self._problems: list[BkrepoProblem] = []
@@ -279,6 +286,8 @@ class BkrepoBackup:
                 self._problems.append(problem)
             else:
                 self.problems_dropped += 1
+        if self._on_problem is not None:
+            self._on_problem(problem)
         if on_problem is not None:
             on_problem(problem)
 
@@ -368,6 +377,20 @@ class BkrepoBackup:
             if entry is not None:
                 yield from self._read(entry, scope, name, on_problem)
 
+    def line_counts(self, scope: Scope) -> dict[str, int]:
+        """Each collection of *scope* with the number of non-empty lines of its file: what
+        ``ls`` shows, counted without parsing (a project-wide file counts every copy)."""
+        counts = {}
+        for collection in self.collections(scope):
+            entry = self._entry_of(scope, collection)
+            if entry is None:
+                continue
+            with store_errors(f"reading {self.location}/{entry}"), self._tree.open(entry) as file:
+                counts[collection] = sum(
+                    1 for _, line in _lines(file) if line is None or line.strip()
+                )
+        return counts
+
     def _entry_of(self, scope: Scope, collection: str) -> str | None:
         if scope.project_id is None:
             file = _FILE_OF.get(collection)
@@ -383,8 +406,12 @@ class BkrepoBackup:
     def _read(
         self, entry: str, scope: Scope, collection: str, on_problem: OnProblem | None
     ) -> Iterator[Record]:
-        with store_errors(f"reading {self.location}/{entry}"), self._tree.open(entry) as stream:
-            for number, line in _lines(stream):
+        what = f"reading {self.location}/{entry}"
+        with store_errors(what):
+            stream = self._tree.open(entry)
+        # Only reading is the store's failure: what the caller's callback raises stays its own.
+        with stream:
+            for number, line in _guarded(_lines(stream), what):
                 if line is None:
                     self._problem(
                         BkrepoProblem("malformed", entry, f"longer than {MAX_LINE} bytes", number),
@@ -630,6 +657,16 @@ def _check_owner(document: Mapping[str, Any], scope: Scope, collection: str) -> 
         scope.repo_name
     ):
         raise _Bad(f"repoName: {document.get('repoName')!r:.80} is not the folder's repository")
+
+
+def _guarded(items: Iterator[_T], what: str) -> Iterator[_T]:
+    """*items*, each taken under `store_errors` (a store failure becomes a StoreError)."""
+    while True:
+        with store_errors(what):
+            item = next(items, _END)
+        if item is _END:
+            return
+        yield cast(_T, item)
 
 
 def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
