@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import posixpath
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from datetime import datetime, tzinfo
 from types import TracebackType
-from typing import IO, Any, BinaryIO, TypeVar, cast
+from typing import IO, Any, BinaryIO, cast
 
 import attrs
 import fsspec
@@ -23,6 +22,14 @@ import fsspec
 from .._backends.protocols import Record, Scope
 from .._model.times import local_zone
 from ..exceptions import ArchiveError, store_errors
+from .bkrepo_lines import (
+    MAX_LINE,
+    BadLine,
+    LineMapper,
+    guarded,
+    in_zone,
+    numbered_lines,
+)
 from .bkrepo_tree import BkrepoTree, FolderTree, ZipTree, zip_stamp
 
 __all__ = [
@@ -36,7 +43,6 @@ __all__ = [
 ]
 
 MAX_PROBLEMS = 1000
-MAX_LINE = 64 * 1024 * 1024  # a longer line is reported, not held in memory
 CHUNK = 1 << 20
 STORE = "bk+store"
 MANIFEST = "manifest.json"
@@ -61,24 +67,6 @@ REPOSITORY_FILES = {
 }
 _FILE_OF = {c: f for f, c in {**COMMON_FILES, **REPOSITORY_FILES}.items()}
 _FILE_OF["project"] = PROJECT_FILE
-# Every repository folder holds its whole project's metadata: a record is taken only from
-# the folder of the repository it names.
-PROJECT_WIDE = frozenset({"maven_metadata", "conan_metadata"})
-# The fields that give a record's key, first present wins (the server's unique keys).
-KEY_FIELDS = {
-    "user": ("userId", "id"),
-    "account": ("appId", "id"),
-    "role": ("id", "roleId"),
-    "permission": ("id",),
-    "temporary_token": ("id", "token"),
-    "project": ("name",),
-    "repository": ("name",),
-    "package": ("key",),
-    "maven_metadata": ("id",),
-    "conan_metadata": ("id",),
-}
-# Where a document says when it last changed, first present wins; else the backup's stamp.
-MODIFIED_FIELDS = ("lastModifiedDate", "updateAt", "updatedDate", "createdDate", "createAt")
 
 
 @attrs.frozen
@@ -125,16 +113,10 @@ class BkrepoVerify:
 
 
 OnProblem = Callable[[BkrepoProblem], None]
-_T = TypeVar("_T")
-_END = object()
 
 
 class _BlobMismatch(ArchiveError):
     """A blob whose content is not what its sha256 name says."""
-
-
-class _Bad(Exception):
-    """A line that does not map to a record; the message says why."""
 
 
 def detect(fs: fsspec.AbstractFileSystem, path: str) -> bool:
@@ -255,7 +237,8 @@ class BkrepoBackup:
         self.compressed = tree.compressed
         self.started = None
         if tree.stamp is not None:
-            self.started = _in_zone(datetime.strptime(tree.stamp, "%Y%m%d.%H%M%S"), self.zone)
+            self.started = in_zone(datetime.strptime(tree.stamp, "%Y%m%d.%H%M%S"), self.zone)
+        self._mapper = LineMapper(self.zone, self.started, self.has_blob)
 
     def __repr__(self) -> str:
         return f"<BkrepoBackup {self.location!r}>"
@@ -387,7 +370,7 @@ class BkrepoBackup:
                 continue
             with store_errors(f"reading {self.location}/{entry}"), self._tree.open(entry) as file:
                 counts[collection] = sum(
-                    1 for _, line in _lines(file) if line is None or line.strip()
+                    1 for _, line in numbered_lines(file) if line is None or line.strip()
                 )
         return counts
 
@@ -411,7 +394,7 @@ class BkrepoBackup:
             stream = self._tree.open(entry)
         # Only reading is the store's failure: what the caller's callback raises stays its own.
         with stream:
-            for number, line in _guarded(_lines(stream), what):
+            for number, line in guarded(numbered_lines(stream), what):
                 if line is None:
                     self._problem(
                         BkrepoProblem("malformed", entry, f"longer than {MAX_LINE} bytes", number),
@@ -421,86 +404,12 @@ class BkrepoBackup:
                 if not line.strip():
                     continue
                 try:
-                    record = self._record(line, scope, collection)
-                except _Bad as exc:
+                    record = self._mapper.record(line, scope, collection)
+                except BadLine as exc:
                     self._problem(BkrepoProblem("malformed", entry, str(exc), number), on_problem)
                     continue
                 if record is not None:
                     yield record
-
-    def _record(self, line: bytes, scope: Scope, collection: str) -> Record | None:
-        """The record one line maps to; None for a project-wide line of another repository."""
-        try:
-            document = json.loads(line.removeprefix(b"\xef\xbb\xbf"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise _Bad(f"not a JSON line: {exc}") from None
-        if not isinstance(document, dict):
-            raise _Bad(f"not a JSON object but {type(document).__name__}")
-        if scope.project_id is not None:
-            _check_owner(document, scope, collection)
-            if collection in PROJECT_WIDE and document.get("repoName") != scope.repo_name:
-                return None
-        modified = self._modified(document)
-        if collection == "node":
-            return self._node(document, scope, modified)
-        return Record(
-            collection=collection,
-            key=_key(document, collection),
-            document=document,
-            modified=modified,
-            project_id=scope.project_id,
-            repo_name=scope.repo_name,
-        )
-
-    def _modified(self, document: Mapping[str, Any]) -> datetime:
-        for field in MODIFIED_FIELDS:
-            value = document.get(field)
-            if value is None:
-                continue
-            if not isinstance(value, str):
-                raise _Bad(f"{field}: not an ISO 8601 time: {value!r:.80}")
-            try:
-                return _in_zone(datetime.fromisoformat(value), self.zone)
-            except ValueError:
-                raise _Bad(f"{field}: not an ISO 8601 time: {value!r:.80}") from None
-        if self.started is None:
-            raise _Bad("no time field, and the backup's folder is not named by its stamp")
-        return self.started
-
-    def _node(self, document: dict[str, Any], scope: Scope, modified: datetime) -> Record:
-        full_path = document.get("fullPath")
-        if not isinstance(full_path, str) or not full_path.startswith("/"):
-            raise _Bad(f"fullPath: expected an absolute path, got {full_path!r:.80}")
-        folder = document.get("folder")
-        if not isinstance(folder, bool):
-            raise _Bad(f"folder: expected true or false, got {folder!r:.80}")
-        deleted = document.get("deleted")
-        if deleted is not None and not isinstance(deleted, str):
-            raise _Bad(f"deleted: expected null or a time, got {deleted!r:.80}")
-        blob: str | None = None
-        size = 0
-        if not folder:
-            blob, stated = document.get("sha256"), document.get("size")
-            if not isinstance(blob, str) or not SHA256.match(blob):
-                raise _Bad(f"sha256: expected 64 lowercase hex digits, got {blob!r:.80}")
-            if not isinstance(stated, int) or isinstance(stated, bool) or stated < 0:
-                raise _Bad(f"size: expected a non-negative integer, got {stated!r:.80}")
-            size = stated
-            if deleted is not None and not self.has_blob(blob):
-                blob = None  # a soft-deleted node's content need not have been kept
-        # A path can have one live node and any number of soft-deleted ones: each keeps a key
-        # of its own, so none shadows the live node.
-        key = full_path if deleted is None else f"{full_path}#deleted:{deleted}"
-        return Record(
-            collection="node",
-            key=key,
-            document=document,
-            modified=modified,
-            project_id=scope.project_id,
-            repo_name=scope.repo_name,
-            blob=blob,
-            size=size if blob is not None else 0,
-        )
 
     # -- blobs
 
@@ -617,66 +526,3 @@ class _CheckedBlob(io.RawIOBase):
     def close(self) -> None:
         self._raw.close()
         super().close()
-
-
-def _in_zone(moment: datetime, zone: tzinfo) -> datetime:
-    """*moment* with *zone* attached when it has no offset (pytz zones localised)."""
-    if moment.tzinfo is not None:
-        return moment
-    localize = getattr(zone, "localize", None)
-    if localize is not None:
-        return cast(datetime, localize(moment))
-    return moment.replace(tzinfo=zone)
-
-
-def _key(document: Mapping[str, Any], collection: str) -> str:
-    if collection == "package_version":
-        package, name = document.get("key"), document.get("name")
-        if not (isinstance(package, str) and package and isinstance(name, str) and name):
-            raise _Bad("key and name: a package version needs its package's key and its name")
-        return f"{package}#{name}"
-    fields = KEY_FIELDS.get(collection, ("id",))
-    for field in fields:
-        value = document.get(field)
-        if isinstance(value, str) and value:
-            return value
-    raise _Bad(f"{' or '.join(fields)}: a {collection} record needs a non-empty string")
-
-
-def _check_owner(document: Mapping[str, Any], scope: Scope, collection: str) -> None:
-    """_Bad unless the record belongs to the folder it was found in."""
-    if collection == "project":
-        if document.get("name") != scope.project_id:
-            raise _Bad(f"name: {document.get('name')!r:.80} is not the folder's project")
-        return
-    if document.get("projectId") != scope.project_id:
-        raise _Bad(f"projectId: {document.get('projectId')!r:.80} is not the folder's project")
-    if collection == "repository" and document.get("name") != scope.repo_name:
-        raise _Bad(f"name: {document.get('name')!r:.80} is not the folder's repository")
-    if collection not in PROJECT_WIDE and document.get("repoName", scope.repo_name) != (
-        scope.repo_name
-    ):
-        raise _Bad(f"repoName: {document.get('repoName')!r:.80} is not the folder's repository")
-
-
-def _guarded(items: Iterator[_T], what: str) -> Iterator[_T]:
-    """*items*, each taken under `store_errors` (a store failure becomes a StoreError)."""
-    while True:
-        with store_errors(what):
-            item = next(items, _END)
-        if item is _END:
-            return
-        yield cast(_T, item)
-
-
-def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
-    """Numbered lines; None for one longer than `MAX_LINE`, skipped without holding it."""
-    number = 0
-    while line := stream.readline(MAX_LINE + 1):
-        number += 1
-        if len(line) > MAX_LINE and not line.endswith(b"\n"):
-            while (rest := stream.readline(CHUNK)) and not rest.endswith(b"\n"):
-                pass
-            yield number, None
-            continue
-        yield number, line
