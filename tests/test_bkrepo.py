@@ -522,3 +522,41 @@ class TestCallbacks:
             "maven_metadata": 1,
         }
         assert form.line_counts(Scope("demo")) == {"project": 1}
+
+
+class TestFixture:
+    def test_lines_are_jacksons_indented_output_without_line_breaks(self) -> None:
+        """Two spaces per level, " : " between name and value, arrays on one line."""
+        assert fx.line({"id": "x", "a": [{"k": 1}], "e": {}, "t": fx.TIME}) == (
+            b'{  "id" : "x",  "a" : [ {    "k" : 1  } ],  "e" : { },'
+            b'  "t" : "2024-12-24T17:13:54.123"}\n'
+        )
+
+
+class TestConanAndFolderNames:
+    def test_conan_metadata_once_in_its_own_repository(self, tmp_path: Path) -> None:
+        """conan-metadata.json maps to conan_metadata, read once from its own repository."""
+        builder = fx.Builder()
+        project = {"id": builder.next_id(), "name": "c", "lastModifiedDate": fx.TIME}
+        for repo in ("conan", "generic"):
+            builder.repository(project, repo, "CONAN")
+        for repo in ("conan", "generic"):
+            builder.add(
+                f"c/{repo}/conan-metadata.json",
+                {"id": fx.object_id(77), "projectId": "c", "repoName": "conan",
+                 "user": "_", "name": "zlib", "version": "1.3", "channel": "_",
+                 "recipe": "zlib/1.3@_/_"},
+            )  # fmt: skip
+        with _open(builder.write_zip(tmp_path)) as backup:
+            found = [r for r in _all(backup) if r.collection == "conan_metadata"]
+        assert [(r.key, r.scope) for r in found] == [(fx.object_id(77), Scope("c", "conan"))]
+
+    def test_a_backslash_in_a_folder_name_is_refused(self, tmp_path: Path) -> None:
+        """A file named with a backslash (an unzip of a Windows zip) is reported, not read."""
+        folder = fx.standard().write_folder(tmp_path)
+        (folder / "demo" / "generic\\..\\x").mkdir()
+        with _open(folder) as backup:
+            assert backup.tree() == {"demo": ["generic", "maven"], "other": ["files"]}
+            assert [(p.kind, p.entry) for p in backup.problems] == [
+                ("hostile", "demo/generic\\..\\x")
+            ]
