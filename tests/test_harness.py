@@ -1,0 +1,279 @@
+"""The fault-injection helpers themselves: the faulty filesystem, the S3 fault proxy, the
+child-process runner and the raw HTTP client do what the hardening tests rely on."""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pytest
+
+from faults import (
+    FaultPlan,
+    connection_reset,
+    enospc_on_close,
+    enospc_on_write,
+    failing,
+    permanent,
+    reset_mid_read,
+    timeout,
+    transient,
+)
+from helpers import make_repository
+from repobackup import Engine, MemoryRepository, TaskState
+
+# --------------------------------------------------------------------------------------------
+# The faulty filesystem
+
+
+def _faulty(tmp_path: Path, plan: FaultPlan | None = None) -> tuple[Any, str]:
+    options = {} if plan is None else {"plan": plan}
+    fs, root = fsspec.core.url_to_fs(f"faulty://{tmp_path}", **options)
+    return fs, root
+
+
+def _exercise(fs: Any, root: str) -> list[Any]:
+    """Every operation the hooks cover, with what each returned."""
+    seen: list[Any] = []
+    fs.makedirs(f"{root}/d/e", exist_ok=True)
+    fs.pipe_file(f"{root}/d/a.bin", b"alpha" * 100)
+    with fs.open(f"{root}/d/e/b.txt", "wb") as file:
+        file.write(b"line 1\nline 2\n")
+    with fs.open(f"{root}/d/e/b.txt", "rb") as file:
+        seen.append([file.readline(), file.read(3), file.read()])
+    with fs.open(f"{root}/d/e/b.txt", "r") as text:
+        seen.append(list(text))
+    fs.cp_file(f"{root}/d/a.bin", f"{root}/d/c.bin")
+    fs.mv(f"{root}/d/c.bin", f"{root}/d/m.bin")
+    fs.touch(f"{root}/d/t")
+    seen.append(fs.cat_file(f"{root}/d/a.bin", start=3, end=9))
+    seen.append(sorted(p.removeprefix(root) for p in fs.find(root)))
+    seen.append(sorted(p.removeprefix(root) for p in fs.ls(f"{root}/d", detail=False)))
+    seen.append(sorted(p.removeprefix(root) for p in fs.glob(f"{root}/d/*.bin")))
+    seen.append([(d.removeprefix(root), sorted(f)) for d, _, f in fs.walk(root)])
+    seen.append({k: v for k, v in fs.info(f"{root}/d/a.bin").items() if k in ("size", "type")})
+    seen.append([fs.exists(f"{root}/d/m.bin"), fs.isfile(f"{root}/d"), fs.isdir(f"{root}/d")])
+    seen.append([fs.exists(f"{root}/nope"), fs.size(f"{root}/d/m.bin")])
+    fs.rm_file(f"{root}/d/t")
+    fs.rm(f"{root}/d/e", recursive=True)
+    seen.append(sorted(p.removeprefix(root) for p in fs.find(root)))
+    with pytest.raises(FileNotFoundError):
+        fs.info(f"{root}/nope")
+    return seen
+
+
+class TestFaultyFileSystem:
+    def test_without_faults_it_is_the_wrapped_filesystem(
+        self, tmp_path: Path, fault_plan: FaultPlan
+    ) -> None:
+        """With no fault every operation gives what fsspec's local filesystem gives, and
+        each is counted once."""
+        (tmp_path / "plain").mkdir()
+        (tmp_path / "faulty").mkdir()
+        plain = _exercise(fsspec.filesystem("file"), str(tmp_path / "plain"))
+        fs, root = _faulty(tmp_path / "faulty")
+        assert _exercise(fs, root) == plain
+        assert fault_plan.failures == {}
+        assert fault_plan.calls["pipe"] == 1
+        assert fault_plan.calls["open"] == 3
+        assert fault_plan.calls["write"] == 1
+
+    def test_the_memory_variant_has_its_own_store(self, fault_plan: FaultPlan) -> None:
+        """faultymem:// behaves as memory:// without sharing its store."""
+        plain = _exercise(fsspec.filesystem("memory"), "/harness-plain")
+        fsspec.filesystem("memory").rm("/harness-plain", recursive=True)
+        fs, root = fsspec.core.url_to_fs("faultymem://harness")
+        assert _exercise(fs, root) == plain
+        assert not fsspec.filesystem("memory").exists("/harness")
+        assert fault_plan.calls["pipe"] == 1
+
+    def test_nth_calls_fail_transiently(self, tmp_path: Path) -> None:
+        """Faults fire on exactly the chosen calls of the chosen operation, counted."""
+        plan = FaultPlan(transient("info", nth=(2, 3)), transient("ls", nth=(1,), error=timeout))
+        fs, root = _faulty(tmp_path, plan)
+        outcomes = []
+        for _ in range(4):
+            try:
+                fs.info(root)
+                outcomes.append(0)
+            except ConnectionResetError as exc:
+                outcomes.append(exc.errno)
+        assert outcomes == [0, errno.ECONNRESET, errno.ECONNRESET, 0]
+        with pytest.raises(TimeoutError):
+            fs.ls(root)
+        assert fs.ls(root) == []
+        assert plan.calls == {"info": 4, "ls": 2}
+        assert plan.failures == {"info": 2, "ls": 1}
+
+    def test_a_seeded_rate_repeats(self, tmp_path: Path) -> None:
+        """A rate draws from the plan's seeded RNG: the same seed fails the same calls."""
+
+        def pattern(seed: int) -> list[bool]:
+            plan = FaultPlan(transient("info", rate=0.3), seed=seed)
+            fs, root = _faulty(tmp_path, plan)
+            failed = []
+            for _ in range(300):
+                try:
+                    fs.exists(root)
+                    failed.append(False)
+                except ConnectionResetError:
+                    failed.append(True)
+            assert plan.failures["info"] == sum(failed)
+            return failed
+
+        first = pattern(7)
+        assert first == pattern(7)
+        assert first != pattern(8)
+        assert 60 < sum(first) < 120
+
+    def test_permanent_failures_and_limits(self, tmp_path: Path) -> None:
+        """A permanent fault fails every call from its first; a limit caps the failures."""
+        plan = FaultPlan(permanent("mkdir", from_call=2), transient("cat", rate=1.0, limit=2))
+        fs, root = _faulty(tmp_path, plan)
+        fs.makedirs(f"{root}/one")
+        for name in ("two", "three"):
+            with pytest.raises(ConnectionResetError):
+                fs.makedirs(f"{root}/{name}")
+        assert sorted(os.listdir(tmp_path)) == ["one"]
+        fs.pipe_file(f"{root}/f", b"x")
+        outcomes = []
+        for _ in range(4):
+            try:
+                outcomes.append(fs.cat_file(f"{root}/f"))
+            except ConnectionResetError:
+                outcomes.append(b"reset")
+        assert outcomes == [b"reset", b"reset", b"x", b"x"]
+
+    def test_faults_match_paths_and_modes(self, tmp_path: Path) -> None:
+        """A fault with a path glob or a mode only hits the calls that match."""
+        plan = FaultPlan(permanent("open", mode="w", path="*.zip"))
+        fs, root = _faulty(tmp_path, plan)
+        fs.pipe_file(f"{root}/ok.txt", b"fine")
+        with fs.open(f"{root}/ok.txt", "rb") as file:
+            assert file.read() == b"fine"
+        with pytest.raises(ConnectionResetError):
+            fs.open(f"{root}/b.zip", "wb")
+        assert not (tmp_path / "b.zip").exists()
+
+    def test_enospc_on_write_leaves_what_fitted(self, tmp_path: Path) -> None:
+        """ENOSPC after N bytes writes those N bytes, then fails, as a full disk does."""
+        plan = FaultPlan(enospc_on_write(after_bytes=10))
+        fs, root = _faulty(tmp_path, plan)
+        file = fs.open(f"{root}/out", "wb")
+        file.write(b"0123")
+        with pytest.raises(OSError, match="No space") as caught:
+            file.write(b"456789abcdef")
+        assert caught.value.errno == errno.ENOSPC
+        with pytest.raises(OSError, match="No space"):
+            file.write(b"more")
+        file.close()
+        assert (tmp_path / "out").read_bytes() == b"0123456789"
+        assert plan.failures == {"write": 2}
+
+    def test_enospc_on_close_and_a_failing_delete(self, tmp_path: Path) -> None:
+        """ENOSPC on close leaves a truncated file under its final name; a failing delete
+        cannot remove it."""
+        plan = FaultPlan(enospc_on_close(keep=0.5), failing("delete"))
+        fs, root = _faulty(tmp_path, plan)
+        file = fs.open(f"{root}/final.zip", "wb")
+        file.write(b"x" * 1000)
+        with pytest.raises(OSError, match="No space"):
+            file.close()
+        assert (tmp_path / "final.zip").stat().st_size == 500
+        with pytest.raises(PermissionError):
+            fs.rm(f"{root}/final.zip")
+        with pytest.raises(PermissionError):
+            fs.rm_file(f"{root}/final.zip")
+        assert (tmp_path / "final.zip").exists()
+        assert plan.failures == {"close": 1, "delete": 2}
+
+    def test_failing_stat(self, tmp_path: Path) -> None:
+        """A stat fault makes info and exists raise instead of answering."""
+        plan = FaultPlan(failing("info", error=lambda: OSError(errno.EIO, "I/O error")))
+        fs, root = _faulty(tmp_path, plan)
+        for call in (fs.info, fs.exists, fs.isfile, fs.size):
+            with pytest.raises(OSError, match="I/O error"):
+                call(root)
+        assert plan.failures["info"] == 4
+
+    def test_a_read_resets_mid_stream(self, tmp_path: Path) -> None:
+        """A stream gives the bytes before the boundary, then resets; with a limit of one the
+        next stream reads whole."""
+        (tmp_path / "big").write_bytes(bytes(range(256)) * 40)
+        plan = FaultPlan(reset_mid_read(after_bytes=1000, limit=1))
+        fs, root = _faulty(tmp_path, plan)
+        file = fs.open(f"{root}/big", "rb")
+        got = b"".join(file.read(300) for _ in range(4))
+        with pytest.raises(ConnectionResetError):
+            file.read(300)
+        file.close()
+        assert got == (tmp_path / "big").read_bytes()[:1000]
+        with fs.open(f"{root}/big", "rb") as file:
+            assert file.read() == (tmp_path / "big").read_bytes()
+        assert plan.failures == {"read": 1}
+
+    def test_readinto_and_lines_pass_the_plan_too(self, tmp_path: Path) -> None:
+        """readinto, readline and iteration are reads the plan sees."""
+        (tmp_path / "lines").write_bytes(b"one\ntwo\nthree\n")
+        plan = FaultPlan(reset_mid_read(after_bytes=8))
+        fs, root = _faulty(tmp_path, plan)
+        with fs.open(f"{root}/lines", "rb") as file:
+            buffer = bytearray(4)
+            assert file.readinto(buffer) == 4
+            assert next(file) == b"two\n"
+            with pytest.raises(ConnectionResetError):
+                list(file)
+
+    def test_it_works_across_threads(self, tmp_path: Path) -> None:
+        """Counters stay exact when many threads call at once."""
+        plan = FaultPlan(transient("info", rate=0.2, error=connection_reset), seed=3)
+        fs, root = _faulty(tmp_path, plan)
+        caught = [0] * 8
+
+        def hammer(slot: int) -> None:
+            for _ in range(250):
+                try:
+                    fs.info(root)
+                except ConnectionResetError:
+                    caught[slot] += 1
+
+        threads = [threading.Thread(target=hammer, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert plan.calls["info"] == 2000
+        assert plan.failures["info"] == sum(caught)
+        assert 300 < sum(caught) < 500
+
+    def test_the_engine_reaches_it_by_url_and_storage_options(self, tmp_path: Path) -> None:
+        """A backup to faulty:// and its restore work with no faults and are counted; an
+        outage on every write fails the backup with the injected error named."""
+        plan = FaultPlan()
+        options = {"faulty": {"plan": plan}}
+        source = make_repository()
+        body = {
+            "name": "nightly",
+            "storeLocation": f"faulty://{tmp_path}",
+            "content": {"commonData": True, "projects": [{"projectRegex": "*"}]},
+        }
+        engine = Engine(source, storage_options=options)
+        backup = engine.execute(engine.create_task(body))
+        assert backup.state is TaskState.FINISHED, backup.errors
+        assert backup.location is not None
+        assert plan.calls["open"] > 0, plan.calls
+        target = MemoryRepository()
+        restore = dict(body, name="restore", type="DATA_RESTORE", storeLocation=backup.location)
+        engine = Engine(target, storage_options=options)
+        assert engine.execute(engine.create_task(restore)).state is TaskState.FINISHED
+        assert target.snapshot() == source.snapshot()
+
+        plan.add(permanent(("open", "pipe"), mode="w"))
+        engine = Engine(source, storage_options=options)
+        failed = engine.execute(engine.create_task(dict(body, name="other")))
+        assert failed.state is TaskState.FAILED
+        assert "injected" in failed.errors[-1].message
