@@ -11,7 +11,9 @@ from typing import Any
 
 import fsspec
 import pytest
+from botocore.exceptions import BotoCoreError
 
+from faultproxy import FaultProxy, ProxyFault
 from faults import (
     FaultPlan,
     connection_reset,
@@ -277,3 +279,101 @@ class TestFaultyFileSystem:
         failed = engine.execute(engine.create_task(dict(body, name="other")))
         assert failed.state is TaskState.FAILED
         assert "injected" in failed.errors[-1].message
+
+
+# --------------------------------------------------------------------------------------------
+# moto behind the fault proxy
+
+
+def _quick(proxy: FaultProxy) -> Any:
+    """An s3fs through the proxy that tries each request once, so that faults show at once."""
+    fs = proxy.filesystem(config_kwargs={"retries": {"total_max_attempts": 1}})
+    fs.retries = 1
+    return fs
+
+
+@pytest.mark.slow
+class TestFaultProxy:
+    def test_without_faults_s3fs_works_through_it(self, s3_proxy: FaultProxy) -> None:
+        """Buckets, writes, reads, listings and deletes go through, each request counted."""
+        fs = s3_proxy.filesystem()
+        fs.mkdir("harness-plain")
+        fs.pipe_file("harness-plain/a", b"alpha" * 10_000)
+        fs.pipe_file("harness-plain/b", b"")
+        assert fs.cat_file("harness-plain/a") == b"alpha" * 10_000
+        assert fs.cat_file("harness-plain/a", start=5, end=10) == b"alpha"
+        assert sorted(fs.ls("harness-plain")) == ["harness-plain/a", "harness-plain/b"]
+        fs.rm("harness-plain/b")
+        assert not fs.exists("harness-plain/b")
+        assert s3_proxy.requests["PUT"] >= 3
+        assert s3_proxy.requests["GET"] >= 3
+        assert s3_proxy.injected == {}
+
+    def test_an_outage_of_every_put(self, s3_proxy: FaultProxy) -> None:
+        """With every PUT answered 503 a write fails after its retries, reads still work, and
+        once the fault is cleared the write succeeds."""
+        fs = s3_proxy.filesystem(config_kwargs={"retries": {"total_max_attempts": 2}})
+        fs.retries = 1
+        fs.mkdir("harness-outage")
+        fs.pipe_file("harness-outage/old", b"old")
+        s3_proxy.add(ProxyFault(status=503, method="PUT"))
+        before = s3_proxy.requests["PUT"]
+        with pytest.raises(OSError, match="injected by the fault proxy"):
+            fs.pipe_file("harness-outage/new", b"new")
+        assert s3_proxy.requests["PUT"] - before == s3_proxy.injected["PUT"] == 2
+        assert fs.cat_file("harness-outage/old") == b"old"
+        s3_proxy.clear()
+        fs.pipe_file("harness-outage/new", b"new")
+        assert fs.cat_file("harness-outage/new") == b"new"
+
+    def test_a_fraction_of_500s_is_absorbed_by_retries(self, s3_proxy: FaultProxy) -> None:
+        """A 30 % rate of 500s is injected, and s3fs's own retries hide it."""
+        fs = s3_proxy.filesystem()
+        fs.mkdir("harness-rate")
+        s3_proxy.add(ProxyFault(status=500, rate=0.3))
+        for index in range(20):
+            fs.pipe_file(f"harness-rate/k{index}", b"v")
+        s3_proxy.clear()
+        assert len(fs.ls("harness-rate", refresh=True)) == 20
+        assert s3_proxy.injected["PUT"] > 0
+
+    @pytest.mark.parametrize("reset", [False, True])
+    def test_a_dropped_connection(self, s3_proxy: FaultProxy, reset: bool) -> None:
+        """Connections closed (or reset) without a reply fail the read; once the fault is
+        cleared the read works. A fault with a limit fires that many times only."""
+        fs = _quick(s3_proxy)
+        folder = f"harness-drop-{reset}"
+        fs.mkdir(folder)
+        fs.pipe_file(f"{folder}/x", b"data")
+        s3_proxy.add(ProxyFault(drop=True, reset=reset, method="GET", path="*/x*"))
+        with pytest.raises((OSError, BotoCoreError)):
+            fs.cat_file(f"{folder}/x")
+        dropped = s3_proxy.injected["GET"]
+        assert dropped >= 1
+        s3_proxy.clear()
+        assert fs.cat_file(f"{folder}/x") == b"data"
+        s3_proxy.add(ProxyFault(drop=True, reset=reset, method="GET", limit=1))
+        assert s3_proxy.filesystem().cat_file(f"{folder}/x") == b"data"  # retried
+        assert s3_proxy.injected["GET"] == dropped + 1
+
+    def test_the_engine_reaches_moto_through_it(self, s3_proxy: FaultProxy) -> None:
+        """A backup to S3 through the proxy and its restore work, and the proxy saw them."""
+        bucket = "harness-engine"
+        s3_proxy.filesystem().mkdir(bucket)
+        options = {"s3": s3_proxy.options}
+        source = make_repository()
+        body = {
+            "name": "nightly",
+            "storeLocation": f"s3://{bucket}/store",
+            "content": {"commonData": True, "projects": [{"projectRegex": "*"}]},
+        }
+        engine = Engine(source, storage_options=options)
+        backup = engine.execute(engine.create_task(body))
+        assert backup.state is TaskState.FINISHED, backup.errors
+        assert backup.location is not None
+        target = MemoryRepository()
+        restore = dict(body, name="restore", type="DATA_RESTORE", storeLocation=backup.location)
+        engine = Engine(target, storage_options=options)
+        assert engine.execute(engine.create_task(restore)).state is TaskState.FINISHED
+        assert target.snapshot() == source.snapshot()
+        assert s3_proxy.requests["PUT"] > 0
