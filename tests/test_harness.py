@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from faults import (
     transient,
 )
 from helpers import make_repository
+from hostile import GIB, MIB, run_cli, run_python
 from repobackup import Engine, MemoryRepository, TaskState
 
 # --------------------------------------------------------------------------------------------
@@ -377,3 +379,78 @@ class TestFaultProxy:
         assert engine.execute(engine.create_task(restore)).state is TaskState.FINISHED
         assert target.snapshot() == source.snapshot()
         assert s3_proxy.requests["PUT"] > 0
+
+
+# --------------------------------------------------------------------------------------------
+# Children under limits
+
+
+class TestHostileRunner:
+    def test_a_quiet_child(self) -> None:
+        """Output, exit code and a small peak come back from a child that does little."""
+        result = run_python("import sys; print('out'); print('err', file=sys.stderr); exit(3)")
+        assert (result.returncode, result.stdout, result.stderr) == (3, "out\n", "err\n")
+        assert not result.timed_out
+        assert result.killed_by is None
+        assert 1 * MIB < result.peak_rss < 40 * MIB
+
+    def test_input_reaches_the_child(self) -> None:
+        """Bytes given as input are the child's stdin."""
+        result = run_python("import sys; print(sys.stdin.read()[::-1])", input=b"abc")
+        assert result.stdout == "cba\n"
+
+    def test_allocating_past_the_memory_limit_fails(self) -> None:
+        """A child that asks for more than its address-space limit gets a MemoryError, and
+        its peak stays under the limit."""
+        result = run_python("x = bytearray(2 << 30)", memory=512 * MIB)
+        assert result.returncode == 1
+        assert "MemoryError" in result.stderr
+        assert result.peak_rss < 512 * MIB
+
+    def test_the_peak_is_the_childs_own(self) -> None:
+        """A child that touches 200 MiB reports a peak a little above 200 MiB: not the test
+        process's size, not a figure below what it used."""
+        result = run_python("x = bytearray(200 << 20); print(len(x))", memory=GIB)
+        assert result.returncode == 0, result.stderr
+        assert 200 * MIB <= result.peak_rss < 260 * MIB
+
+    def test_a_sleeping_child_is_killed_at_the_timeout(self) -> None:
+        """A child that would sleep for a minute is killed after its one-second timeout."""
+        result = run_python("import time; time.sleep(60)", timeout=1.0)
+        assert result.timed_out
+        assert result.killed_by is signal.SIGKILL
+        assert 1.0 <= result.elapsed < 3.0
+
+    def test_the_timeout_kills_the_childs_own_children(self, tmp_path: Path) -> None:
+        """A grandchild started by the child dies with it at the timeout."""
+        code = (
+            "import subprocess, sys, time\n"
+            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+            f"open({str(tmp_path / 'pid')!r}, 'w').write(str(child.pid))\n"
+            "time.sleep(60)\n"
+        )
+        result = run_python(code, timeout=1.5)
+        assert result.timed_out
+        grandchild = Path(f"/proc/{(tmp_path / 'pid').read_text()}/stat")
+        # Gone, or dead and waiting for init to reap it (state Z): not running either way.
+        assert not grandchild.exists() or grandchild.read_text().split(") ")[1][0] == "Z"
+
+    def test_a_spinning_child_is_stopped_by_its_cpu_limit(self) -> None:
+        """A busy loop ends on its CPU limit (SIGXCPU) before its wall-clock timeout."""
+        result = run_python("while True: pass", cpu=1, timeout=20)
+        assert not result.timed_out
+        assert result.killed_by in (signal.SIGXCPU, signal.SIGKILL)
+        assert 0.5 <= result.cpu < 3.0  # the kernel counts CPU time in ticks
+
+    def test_a_file_size_limit(self, tmp_path: Path) -> None:
+        """A child that writes past its file-size limit gets EFBIG, and the file stops there."""
+        code = f"open({str(tmp_path / 'big')!r}, 'wb').write(bytes(2 << 20))"
+        result = run_python(code, file_size=MIB)
+        assert "File too large" in result.stderr
+        assert (tmp_path / "big").stat().st_size == MIB
+
+    def test_a_cli_command(self) -> None:
+        """run_cli runs the repobackup command line of this checkout."""
+        result = run_cli(["--version"], memory=GIB, timeout=30)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("repobackup ")
