@@ -4,9 +4,11 @@ child-process runner and the raw HTTP client do what the hardening tests rely on
 from __future__ import annotations
 
 import errno
+import http.server
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from faults import (
 )
 from helpers import make_repository
 from hostile import GIB, MIB, run_cli, run_python
+from rawhttp import RawConnection, exchange, request_bytes
 from repobackup import Engine, MemoryRepository, TaskState
 
 # --------------------------------------------------------------------------------------------
@@ -385,6 +388,7 @@ class TestFaultProxy:
 # Children under limits
 
 
+@pytest.mark.slow  # child processes, seconds each
 class TestHostileRunner:
     def test_a_quiet_child(self) -> None:
         """Output, exit code and a small peak come back from a child that does little."""
@@ -454,3 +458,104 @@ class TestHostileRunner:
         result = run_cli(["--version"], memory=GIB, timeout=30)
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith("repobackup ")
+
+
+# --------------------------------------------------------------------------------------------
+# Raw-socket HTTP
+
+
+class _Echo(http.server.BaseHTTPRequestHandler):
+    """Answers a POST with its body reversed, a GET with its path; reads bodies as told."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _answer(self, data: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self._answer(self.path.encode())
+
+    def do_POST(self) -> None:
+        try:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+        except TimeoutError:
+            self.close_connection = True
+            return
+        self._answer(body[::-1])
+
+
+@pytest.fixture(name="echo_server")
+def _echo_server(request: pytest.FixtureRequest) -> Iterator[tuple[str, int]]:
+    handler = type("Handler", (_Echo,), {"timeout": getattr(request, "param", None)})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield "127.0.0.1", server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+class TestRawHttp:
+    def test_a_whole_request_gets_its_reply(self, echo_server: tuple[str, int]) -> None:
+        """A well-formed request is answered; status, headers and body are parsed."""
+        data = request_bytes("POST", "/x", body=b"hello", headers={"Connection": "close"})
+        reply = exchange(*echo_server, data, timeout=5)
+        assert (reply.status, reply.body, reply.closed, reply.timed_out) == (
+            200,
+            b"olleh",
+            True,
+            False,
+        )
+        assert reply.headers["content-length"] == "5"
+
+    def test_until_stops_reading_on_a_kept_alive_connection(
+        self, echo_server: tuple[str, int]
+    ) -> None:
+        """On a kept-alive connection the read stops at the marker, and the connection serves
+        the next request."""
+        with RawConnection(*echo_server) as connection:
+            for path in ("/one", "/two"):
+                connection.send(request_bytes("GET", path))
+                reply = connection.receive(timeout=5, until=path.encode())
+                assert (reply.status, reply.body, reply.closed) == (200, path.encode(), False)
+
+    def test_a_short_body_holds_a_server_without_a_timeout(
+        self, echo_server: tuple[str, int]
+    ) -> None:
+        """A body shorter than its Content-Length gets no answer from a server that waits
+        for the rest: the read ends on the client's timeout, the connection still open."""
+        data = request_bytes("POST", "/x", body=b"short", content_length=100)
+        reply = exchange(*echo_server, data, timeout=0.5)
+        assert (reply.data, reply.closed, reply.timed_out) == (b"", False, True)
+        assert 0.5 <= reply.elapsed < 2
+
+    @pytest.mark.parametrize("echo_server", [0.3], indirect=True)
+    def test_a_server_with_a_read_timeout_lets_go(self, echo_server: tuple[str, int]) -> None:
+        """A server with a read timeout closes the connection of a short body on its own."""
+        data = request_bytes("POST", "/x", body=b"short", content_length=100)
+        reply = exchange(*echo_server, data, timeout=5)
+        assert (reply.closed, reply.timed_out) == (True, False)
+        assert 0.3 <= reply.elapsed < 2
+
+    def test_a_half_closed_request_and_no_status(self, echo_server: tuple[str, int]) -> None:
+        """A header line too long gets a 431 after a half close; a request line without a
+        version is answered HTTP/0.9 style, with no status line: status None."""
+        replies = []
+        for line in (b"GET / HTTP/1.1\r\nX: " + b"a" * 70_000 + b"\r\n\r\n", b"NOT-HTTP\r\n\r\n"):
+            with RawConnection(*echo_server) as connection:
+                connection.send(line)
+                connection.shutdown_write()
+                replies.append(connection.receive(timeout=5))
+        assert [reply.status for reply in replies] == [431, None]
+        assert all(reply.closed for reply in replies)
+        assert b"Bad request" in replies[1].data
