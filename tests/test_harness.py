@@ -98,6 +98,21 @@ class TestFaultyFileSystem:
         assert not fsspec.filesystem("memory").exists("/harness")
         assert fault_plan.calls["pipe"] == 1
 
+    def test_the_memory_variant_injects_faults_too(self, fault_plan: FaultPlan) -> None:
+        """ENOSPC on close truncates a faultymem:// object in place; a read resets mid-way."""
+        fault_plan.add(enospc_on_close(keep=0.25, path="*.zip"), reset_mid_read(3, limit=1))
+        fs, root = fsspec.core.url_to_fs("faultymem://faults")
+        file = fs.open(f"{root}/a.zip", "wb")
+        file.write(b"z" * 400)
+        with pytest.raises(OSError, match="No space"):
+            file.close()
+        assert fs.cat_file(f"{root}/a.zip") == b"z" * 100
+        with fs.open(f"{root}/a.zip", "rb") as reader:
+            assert reader.read(10) == b"zzz"
+            with pytest.raises(ConnectionResetError):
+                reader.read(10)
+        assert fault_plan.failures == {"close": 1, "read": 1}
+
     def test_nth_calls_fail_transiently(self, tmp_path: Path) -> None:
         """Faults fire on exactly the chosen calls of the chosen operation, counted."""
         plan = FaultPlan(transient("info", nth=(2, 3)), transient("ls", nth=(1,), error=timeout))
