@@ -95,14 +95,16 @@ def _ops(value: str | tuple[str, ...]) -> tuple[str, ...]:
 class Fault:
     """When some operations fail and with what.
 
-    A matching call (its operation in ``ops``, its path matching the ``path`` glob, its file
-    mode starting with ``mode``) fails when it is one of the call numbers in ``nth``
-    (1-based, counted over the calls this fault matches), or its number is ``from_call`` or
-    more, or the seeded RNG draws under ``rate``; at most ``limit`` times in all. For
-    ``read`` and ``write``, ``after_bytes`` makes the fault wait until the stream has passed
-    that many bytes: the bytes before the boundary go through, then the call fails. For
-    ``close``, ``keep`` is the fraction of the file's bytes left in place before the error,
-    as a disk that filled up while flushing leaves it.
+    A matching call (its operation in ``ops``, its path, without the protocol, matching
+    the ``path`` glob, its file mode starting with ``mode``) fails when it is one of the
+    call numbers in ``nth`` (1-based, counted over the calls this fault matches), or its
+    number is ``from_call`` or more, or the seeded RNG draws under ``rate``; at most
+    ``limit`` times in all.
+
+    For ``read`` and ``write``, ``after_bytes`` makes the fault wait until that many bytes
+    went through the open file (seeks do not count): the bytes before the boundary go
+    through, then the call fails. For ``close``, ``keep`` is the fraction of the file's
+    bytes left in place before the error, as a disk that filled up while flushing leaves it.
     """
 
     ops: tuple[str, ...] = attrs.field(converter=_ops)
