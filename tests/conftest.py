@@ -79,3 +79,47 @@ def _archive_source(tmp_path: typing.Any) -> collections.abc.Iterator[typing.Any
     with SqliteRepository(str(tmp_path / "archive-source.db")) as repo:
         fill_archive_source(repo)
         yield repo
+
+
+# --- Fault injection: a faulty filesystem, moto behind a fault proxy ------------------------
+
+if typing.TYPE_CHECKING:
+    from faultproxy import FaultProxy
+
+    from faults import FaultPlan
+
+
+@pytest.fixture(name="fault_plan")
+def _fault_plan() -> collections.abc.Iterator[FaultPlan]:
+    """A fresh `FaultPlan` (no faults, seed 0) that ``faulty://`` and ``faultymem://`` use
+    when their storage options name none; the ``faultymem://`` store starts empty."""
+    from faults import FaultPlan, reset_memory
+
+    previous = FaultPlan.current
+    FaultPlan.current = plan = FaultPlan(seed=0)
+    reset_memory()
+    try:
+        yield plan
+    finally:
+        FaultPlan.current = previous
+        reset_memory()
+
+
+@pytest.fixture(scope="session", name="s3_proxy_session")
+def _s3_proxy_session(s3: S3Server) -> collections.abc.Iterator[FaultProxy]:
+    from faultproxy import FaultProxy
+
+    with FaultProxy(s3.endpoint) as proxy:
+        yield proxy
+
+
+@pytest.fixture(name="s3_proxy")
+def _s3_proxy(s3_proxy_session: FaultProxy) -> collections.abc.Iterator[FaultProxy]:
+    """A `FaultProxy` in front of the session's moto server, with no faults and zeroed
+    counters at the start and the end of each test. ``s3_proxy.options`` are s3fs options
+    that reach moto through it; ``s3_proxy.filesystem()`` is a fresh s3fs on it."""
+    s3_proxy_session.reset()
+    try:
+        yield s3_proxy_session
+    finally:
+        s3_proxy_session.reset()

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import re
+import time
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from repobackup import ProjectContentInfo, compile_pattern, select
+from repobackup import (
+    Engine,
+    MemoryRepository,
+    ProjectContentInfo,
+    TaskState,
+    compile_pattern,
+    select,
+)
+from repobackup.exceptions import ValidationError
 from strategies import ids, project_entries
 
 TREE = {
@@ -157,3 +169,93 @@ class TestSelectProperties:
             for project, repos in run(entry, tree=tree).items():
                 united.setdefault(project, set()).update(repos)
         assert run(*entries, tree=tree) == {p: sorted(r) for p, r in sorted(united.items())}
+
+
+# --------------------------------------------------------------------------------------------
+# Patterns that cannot hang: every match ends within a bounded time
+
+# `re` takes seconds here and doubles with every extra character: each way of splitting the
+# run of a's between the groups is tried before the final "!" fails the match.
+CATASTROPHIC = "re:(a+)+$"
+# One the matching engine cannot shortcut either: it runs until the deadline.
+EXPONENTIAL = "re:(a|aa)+$"
+# A bound well above the deadline (0.5 s), well below the seconds `re` took.
+BOUND = 2.0
+
+
+def _timed(pattern: str, value: str) -> tuple[bool | str, float]:
+    started = time.monotonic()
+    try:
+        result: bool | str = compile_pattern(pattern).fullmatch(value) is not None
+    except ValidationError as exc:
+        result = exc.message
+    return result, time.monotonic() - started
+
+
+class TestBoundedMatching:
+    @pytest.mark.parametrize("length", [29, 100])
+    def test_the_catastrophic_pattern_ends_at_once(self, length: int) -> None:
+        """re:(a+)+$ against an id of 29 or 100 characters that almost matches ends quickly
+        with the right answer, and matches the id that does match."""
+        result, elapsed = _timed(CATASTROPHIC, "a" * (length - 1) + "!")
+        assert (result, elapsed < BOUND) == (False, True)
+        assert _timed(CATASTROPHIC, "a" * length)[0] is True
+
+    def test_a_wildcard_that_backtracks_ends_at_once(self) -> None:
+        """Wildcards backtrack too: `re` took 18 s for this one against 100 a's."""
+        result, elapsed = _timed("*a*a*a*a*a*a*b", "a" * 100)
+        assert (result, elapsed < BOUND) == (False, True)
+
+    @pytest.mark.parametrize("length", [29, 100])
+    def test_a_match_past_the_deadline_is_an_error_naming_the_pattern(self, length: int) -> None:
+        """A pattern that would run for ages ends at the deadline with an error that names it."""
+        result, elapsed = _timed(EXPONENTIAL, "a" * (length - 1) + "!")
+        assert elapsed < BOUND
+        if length == 29:  # small enough to finish: the answer is right
+            assert result is False
+        else:
+            assert isinstance(result, str)
+            assert "'re:(a|aa)+$' took more than 0.5 s to match the id 'aaaa" in result
+
+    def test_a_run_with_a_hanging_pattern_fails_naming_the_field(self, tmp_path: Path) -> None:
+        """A backup whose projectRegex would hang on a project id ends FAILED at once, and
+        its error names the entry's field and the pattern; no traceback, no hang."""
+        repo = MemoryRepository()
+        repo.put_project("a" * 60 + "!")
+        engine = Engine(repo)
+        body = {
+            "name": "nightly",
+            "storeLocation": str(tmp_path),
+            "content": {"projects": [{"projectId": "other"}, {"projectRegex": EXPONENTIAL}]},
+        }
+        started = time.monotonic()
+        summary = engine.execute(engine.create_task(body))
+        assert time.monotonic() - started < BOUND
+        assert summary.state is TaskState.FAILED
+        message = summary.errors[-1].message
+        assert message.startswith("$.content.projects[1].projectRegex: pattern 're:(a|aa)+$'")
+
+    @pytest.mark.filterwarnings("ignore:Possible nested set:FutureWarning")
+    @pytest.mark.parametrize(
+        ("pattern", "value", "matched"),
+        [
+            ("re:\\w+", "é1_", True),  # Unicode word characters, as `re` on str
+            ("re:[[a]]", "[]", True),  # "[" or "a", then "]": no nested set as in version 1
+            ("re:a{,2}", "aa", True),
+            ("re:(?i)STRASSE", "straße", False),  # simple case folding, as `re`
+            ("re:(?i)k", "\u212a", True),  # the Kelvin sign folds to k in `re` too
+        ],
+    )
+    def test_regular_expressions_mean_what_they_mean_to_re(
+        self, pattern: str, value: str, matched: bool
+    ) -> None:
+        """Where the engines could differ the match is what Python's `re` gives."""
+        expected = re.fullmatch(pattern[3:], value, re.DOTALL) is not None
+        assert expected is matched
+        assert (compile_pattern(pattern).fullmatch(value) is not None) is matched
+
+    @pytest.mark.parametrize("pattern", ["re:\\p{L}+", "re:(?V1)a", "re:\\m", "re:a++b(?"])
+    def test_what_re_refuses_is_refused(self, pattern: str) -> None:
+        """Syntax only the other engine knows is refused, with `re`'s reason."""
+        with pytest.raises(ValueError, match="invalid regular expression"):
+            compile_pattern(pattern)
