@@ -56,7 +56,8 @@ class Scheduler:
     background thread that calls it every *poll_seconds* and `stop` it at shutdown. Due runs
     go through `Engine.submit`, so a long backup does not hold up the others. Several
     schedulers, in one process or in many sharing a `SqliteTaskStore`, may run at once: a
-    task is started by exactly one of them, and the others skip it.
+    task is started by exactly one of them, and the others skip it. A disabled task
+    (``enabled`` false) is never started here.
     """
 
     def __init__(self, engine: Engine, *, poll_seconds: float = POLL_SECONDS) -> None:
