@@ -174,6 +174,15 @@ class TestOpenExisting:
             again.put_project("q")
             assert list(again.projects()) == ["p", "q"]
 
+    def test_odd_characters_in_the_path(self, tmp_path: Path) -> None:
+        """A path with spaces, '#', '?' and '%' names the same file whether created or not."""
+        path = tmp_path / "a b #1?" / "repo %20.db"
+        with SqliteRepository(path) as repo:
+            repo.put_project("p")
+        with SqliteRepository(path, create=False) as again:
+            assert list(again.projects()) == ["p"]
+        assert sorted(p.name for p in path.parent.iterdir()) == ["repo %20.db"]
+
     def test_other_sqlite_file_left_unchanged(self, tmp_path: Path) -> None:
         """create=False on an SQLite file of something else is refused and adds no table."""
         path = tmp_path / "other.db"

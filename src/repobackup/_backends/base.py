@@ -42,7 +42,9 @@ NODE = "node"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
-_MAX_DEPTH = 1000  # deeper than json.dumps itself goes before RecursionError
+# One encoder for every document: json.dumps with options builds a new one at each call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_MAX_DEPTH = 1000  # where the search for a problem stops; json.dumps recurses out near it
 
 
 class Snapshot(TypedDict):
@@ -80,13 +82,8 @@ def _check_id(value: object, field: str) -> None:
 
 
 def _check_utf8(value: str, field: str) -> None:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(
-            f"{field}: {value!r} holds a lone surrogate "
-            f"{value[exc.start : exc.end]!r}, which UTF-8 cannot encode"
-        ) from None
+    if problem := _surrogate(value, repr(value)):
+        raise ValueError(f"{field}: {problem}")
 
 
 def check_scope(scope: Scope) -> Scope:
@@ -109,9 +106,7 @@ def encode_document(document: object, field: str = "document", what: str = "") -
     if not isinstance(document, Mapping):
         raise ValueError(f"{field}: expected a JSON object, got {type(document).__name__}")
     try:
-        text = json.dumps(
-            dict(document), ensure_ascii=False, allow_nan=False, separators=(",", ":")
-        )
+        text = _ENCODER.encode(dict(document))
         text.encode("utf-8")
     except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
         where = f" ({what})" if what else ""

@@ -9,11 +9,11 @@ import errno
 import functools
 import json
 import os
+import pathlib
 import posixpath
 import re
 import sqlite3
 import threading
-import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -179,7 +179,7 @@ class SqliteRepository(RepositoryBase):
             )
         # Once the file exists, every connection opens it read-write only: a database deleted
         # meanwhile is an error, never an empty new one.
-        self._uri = "file:" + urllib.parse.quote(self._path) + "?mode=rw"
+        self._uri = pathlib.Path(self._path).as_uri() + "?mode=rw"
         self._writer = self._connect() if not create else self._connect_creating()
         try:
             self._writer.execute("PRAGMA journal_mode = WAL")
