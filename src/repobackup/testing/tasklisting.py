@@ -4,6 +4,7 @@ tasks (see `repobackup.testing.TaskStoreConformance`)."""
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -333,6 +334,35 @@ class _Enabled(Fixtures):
             store.set_enabled("a" * 24, False, now=LATER)
 
 
+def _race_delete_and_start(store: TaskStore, task_id: str) -> dict[str, str]:
+    """Start and delete *task_id* from two threads at once; what each of them saw."""
+    barrier = threading.Barrier(2)
+    outcome: dict[str, str] = {}
+
+    def start() -> None:
+        barrier.wait(timeout=30)
+        try:
+            store.start(task_id, owner="alpha", now=LATER)
+            outcome["start"] = "started"
+        except TaskNotFoundError:
+            outcome["start"] = "not found"
+
+    def delete() -> None:
+        barrier.wait(timeout=30)
+        try:
+            store.delete(task_id)
+            outcome["delete"] = "deleted"
+        except TaskRunningError:
+            outcome["delete"] = "running"
+
+    workers = [threading.Thread(target=start), threading.Thread(target=delete)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    return outcome
+
+
 class _Delete(Fixtures):
     def test_delete_removes_task_and_history(self, store: TaskStore) -> None:
         """delete removes the task and its runs; other tasks and their runs stay."""
@@ -376,6 +406,23 @@ class _Delete(Fixtures):
         store.delete(task.id)
         with pytest.raises(TaskNotFoundError):
             store.delete(task.id)
+
+    def test_delete_racing_start(self, store: TaskStore) -> None:
+        """A delete and a start of the same task at once: either the start wins (the delete
+        raises TaskRunningError and the task runs) or the delete does (the start raises
+        TaskNotFoundError and the task is gone), round after round."""
+        for _ in range(10):
+            task = make_task()
+            store.create(task)
+            assert task.id is not None
+            task_id = task.id
+            outcome = _race_delete_and_start(store, task_id)
+            if outcome == {"start": "started", "delete": "running"}:
+                assert store.get(task_id).state is TaskState.RUNNING
+            else:
+                assert outcome == {"start": "not found", "delete": "deleted"}
+                with pytest.raises(TaskNotFoundError):
+                    store.get(task_id)
 
     def test_id_can_be_stored_again(self, store: TaskStore) -> None:
         """After a delete, a task with the same id can be stored afresh, with no history."""
