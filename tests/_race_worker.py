@@ -9,8 +9,8 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
-from repobackup import BackupContent, BackupTask, SqliteTaskStore, TaskRunningError
-from repobackup._model.ids import new_task_id
+from repobackup import SqliteTaskStore, TaskRunningError
+from repobackup.testing import make_task
 
 STARTED = "started"
 RUNNING = "running"
@@ -37,13 +37,7 @@ def open_and_create(path: str, barrier: Any, results: Any) -> None:
     """Wait until every process is ready, then open the (new) store and add one task."""
     barrier.wait(timeout=60)
     now = datetime.now(UTC)
-    task = BackupTask(
-        name=f"from-{os.getpid()}",
-        store_location="/backups",
-        content=BackupContent(common_data=True),
-        id=new_task_id(now.timestamp()),
-        created_date=now,
-    )
+    task = make_task(name=f"from-{os.getpid()}", created=now)
     try:
         with SqliteTaskStore(path) as store:
             store.create(task)

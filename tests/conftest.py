@@ -74,7 +74,7 @@ def fill_archive_source(repo: typing.Any) -> None:
 @pytest.fixture(name="archive_source")
 def _archive_source(tmp_path: typing.Any) -> collections.abc.Iterator[typing.Any]:
     """A SqliteRepository filled by `fill_archive_source`."""
-    from repobackup._backends.sqlite import SqliteRepository
+    from repobackup import SqliteRepository
 
     with SqliteRepository(str(tmp_path / "archive-source.db")) as repo:
         fill_archive_source(repo)

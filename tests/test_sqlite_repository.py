@@ -21,9 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from repobackup import ConflictStrategy, Outcome, Record, Scope
-from repobackup._backends.memory import MemoryRepository
-from repobackup._backends.sqlite import SqliteRepository
+from repobackup import ConflictStrategy, MemoryRepository, Outcome, Record, Scope, SqliteRepository
 from repobackup.testing import AWKWARD_DOCUMENTS, SourceConformance, TargetConformance, make_record
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -146,6 +144,200 @@ class TestOpening:
         assert got == b"from the parent"
 
 
+def _tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+class TestOpenExisting:
+    def test_missing_database_creates_nothing(self, tmp_path: Path) -> None:
+        """create=False on a path that does not exist raises FileNotFoundError naming it, and
+        creates no file, no parent folder and no blob folder."""
+        path = tmp_path / "not-mounted" / "server.db"
+        with pytest.raises(FileNotFoundError, match="no repository database") as caught:
+            SqliteRepository(path, create=False)
+        assert caught.value.filename == str(path)
+        assert _tree(tmp_path) == []
+
+    def test_missing_database_in_an_existing_folder(self, tmp_path: Path) -> None:
+        """create=False beside other files leaves the folder exactly as it was."""
+        (tmp_path / "other.txt").write_text("x")
+        with pytest.raises(FileNotFoundError):
+            SqliteRepository(tmp_path / "repo.db", tmp_path / "blobs", create=False)
+        assert _tree(tmp_path) == ["other.txt"]
+
+    def test_existing_database_opens(self, tmp_path: Path) -> None:
+        """create=False opens a database that exists, with its data, and can write to it."""
+        with SqliteRepository(tmp_path / "repo.db") as repo:
+            repo.put_file("p", "r", "/a.txt", b"kept")
+        with SqliteRepository(tmp_path / "repo.db", create=False) as again:
+            assert again.read_file("p", "r", "/a.txt") == b"kept"
+            again.put_project("q")
+            assert list(again.projects()) == ["p", "q"]
+
+    def test_odd_characters_in_the_path(self, tmp_path: Path) -> None:
+        """A path with spaces, '#', '?' and '%' names the same file whether created or not."""
+        path = tmp_path / "a b #1?" / "repo %20.db"
+        with SqliteRepository(path) as repo:
+            repo.put_project("p")
+        with SqliteRepository(path, create=False) as again:
+            assert list(again.projects()) == ["p"]
+        assert sorted(p.name for p in path.parent.iterdir()) == ["repo %20.db"]
+
+    def test_other_sqlite_file_left_unchanged(self, tmp_path: Path) -> None:
+        """create=False on an SQLite file of something else is refused and adds no table."""
+        path = tmp_path / "other.db"
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TABLE notes (text TEXT)")
+        conn.close()
+        with pytest.raises(ValueError, match="not a repository database"):
+            SqliteRepository(path, create=False)
+        with sqlite3.connect(path) as conn:
+            tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        conn.close()
+        assert tables == [("notes",)]
+
+    def test_database_removed_after_opening_is_not_recreated(self, tmp_path: Path) -> None:
+        """A reopener never creates the database: if it went away, opening fails."""
+        with SqliteRepository(tmp_path / "repo.db") as repo:
+            repo.put_project("p")
+            reopen = repo.reopener()
+        for name in ("repo.db", "repo.db-wal", "repo.db-shm"):
+            (tmp_path / name).unlink(missing_ok=True)
+        with pytest.raises(FileNotFoundError):
+            reopen()
+        assert not (tmp_path / "repo.db").exists()
+
+
+NOT_JSON = [
+    ({"name": "lone \ud800 surrogate"}, r"\$\['name'\] holds a lone surrogate '\\ud800'"),
+    ({"bad \udfff name": 1}, r"the field name at \$ holds a lone surrogate '\\udfff'"),
+    ({"score": float("nan")}, r"\$\['score'\] is nan, which JSON cannot hold"),
+    ({"a": [1, {"b": float("inf")}]}, r"\$\['a'\]\[1\]\['b'\] is inf"),
+    ({"low": -float("inf")}, r"\$\['low'\] is -inf"),
+]
+
+
+@pytest.fixture(name="any_repository", params=["sqlite", "memory"])
+def _any_repository(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[SqliteRepository | MemoryRepository]:
+    if request.param == "memory":
+        yield MemoryRepository()
+        return
+    with SqliteRepository(tmp_path / "repo.db") as repo:
+        yield repo
+
+
+class TestDocumentsJsonCannotCarry:
+    @pytest.mark.parametrize(("document", "problem"), NOT_JSON)
+    def test_put_document_refused(
+        self, any_repository: SqliteRepository | MemoryRepository, document: Any, problem: str
+    ) -> None:
+        """put_document refuses a document JSON cannot carry, naming collection, key and what
+        is wrong where; nothing is stored."""
+        with pytest.raises(ValueError, match=r"collection 'user', key 'admin'\): cannot be stored"):
+            any_repository.put_document("user", "admin", document)
+        with pytest.raises(ValueError, match=problem):
+            any_repository.put_document("user", "admin", document)
+        assert any_repository.get_document("user", "admin") is None
+        assert list(any_repository.collections(Scope())) == []
+
+    def test_metadata_refused_before_the_blob(
+        self, any_repository: SqliteRepository | MemoryRepository
+    ) -> None:
+        """put_file with metadata JSON cannot carry stores neither the node nor the blob."""
+        with pytest.raises(ValueError, match=r"key '/a.bin'.*\['metadata'\]\['ratio'\] is nan"):
+            any_repository.put_file("p", "r", "/a.bin", b"data", metadata={"ratio": float("nan")})
+        assert not any_repository.has_blob(sha(b"data"))
+        with pytest.raises(FileNotFoundError):
+            any_repository.read_file("p", "r", "/a.bin")
+
+    def test_refused_record_fails_its_whole_batch(
+        self, any_repository: SqliteRepository | MemoryRepository
+    ) -> None:
+        """apply refuses the batch that holds such a record, naming its index; nothing of the
+        batch is written."""
+        batch = [make_record("fine"), make_record("odd", {"v": float("inf")})]
+        with pytest.raises(ValueError, match=r"records\[1\]\.document \(collection 'things'"):
+            any_repository.apply(batch, OVERWRITE)
+        assert list(any_repository.records(Scope(), "things")) == []
+
+    def test_control_characters_and_escapes_still_kept(
+        self, any_repository: SqliteRepository | MemoryRepository
+    ) -> None:
+        """What UTF-8 and JSON can carry (NUL, control characters, astral characters, a valid
+        surrogate pair as one character) is kept exactly."""
+        document = {"nul": "a\u0000b", "ctrl": "\u001f\u007f", "astral": "\U0001f680", "big": 1e308}
+        any_repository.put_document("c", "k", document)
+        assert any_repository.get_document("c", "k") == document
+
+
+class TestTemporaryBlobs:
+    def test_leftovers_of_a_killed_write_are_removed(self, tmp_path: Path) -> None:
+        """The <sha256>.<hex>.tmp files a killed blob write leaves are removed and named; the
+        blobs beside them and files of other names stay."""
+        with SqliteRepository(tmp_path / "repo.db") as repo:
+            repo.write_blob(sha(b"kept"), [b"kept"])
+            digest = sha(b"kept")
+            folder = tmp_path / "repo.db.blobs" / digest[:2] / digest[2:4]
+            left = folder / f"{digest}.{uuid.uuid4().hex}.tmp"
+            left.write_bytes(b"half")
+            other_digest = sha(b"other")
+            other_folder = tmp_path / "repo.db.blobs" / other_digest[:2] / other_digest[2:4]
+            other_folder.mkdir(parents=True, exist_ok=True)
+            second = other_folder / f"{other_digest}.{uuid.uuid4().hex}.tmp"
+            second.write_bytes(b"")
+            unrelated = folder / "notes.tmp"
+            unrelated.write_bytes(b"not ours")
+            removed = repo.remove_temporary_blobs()
+            assert sorted(removed) == sorted([str(left), str(second)])
+            assert not left.exists()
+            assert not second.exists()
+            assert unrelated.exists()
+            with repo.open_blob(digest) as stream:
+                assert stream.read() == b"kept"
+            assert repo.remove_temporary_blobs() == []
+
+    def test_older_than_spares_a_write_under_way(self, tmp_path: Path) -> None:
+        """With older_than, a temporary file modified since then is left for its writer."""
+        with SqliteRepository(tmp_path / "repo.db") as repo:
+            digest = sha(b"x")
+            folder = tmp_path / "repo.db.blobs" / digest[:2] / digest[2:4]
+            folder.mkdir(parents=True)
+            old = folder / f"{digest}.{'a' * 32}.tmp"
+            new = folder / f"{digest}.{'b' * 32}.tmp"
+            old.write_bytes(b"old")
+            new.write_bytes(b"new")
+            hour_ago = datetime.now(UTC) - timedelta(hours=1)
+            os.utime(old, (hour_ago.timestamp() - 60, hour_ago.timestamp() - 60))
+            assert repo.remove_temporary_blobs(older_than=hour_ago) == [str(old)]
+            assert new.exists()
+            with pytest.raises(ValueError, match="older_than"):
+                repo.remove_temporary_blobs(older_than=datetime(2024, 1, 1))
+
+    def test_no_blob_store_yet(self, tmp_path: Path) -> None:
+        """A repository that never stored a blob has nothing to remove and creates nothing."""
+        with SqliteRepository(tmp_path / "repo.db") as repo:
+            assert repo.remove_temporary_blobs() == []
+        assert not (tmp_path / "repo.db.blobs").exists()
+
+    def test_on_another_fsspec_url(self, tmp_path: Path) -> None:
+        """Leftovers on a non-local blob store are removed too."""
+        import fsspec
+
+        url = f"memory://blobs-{uuid.uuid4().hex}"
+        with SqliteRepository(tmp_path / "repo.db", url) as repo:
+            repo.write_blob(sha(b"kept"), [b"kept"])
+            digest = sha(b"kept")
+            fs = fsspec.filesystem("memory")
+            root = url.removeprefix("memory://")
+            left = f"/{root}/{digest[:2]}/{digest[2:4]}/{digest}.{'c' * 32}.tmp"
+            fs.pipe_file(left, b"half")
+            assert repo.remove_temporary_blobs() == [left]
+            assert not fs.exists(left)
+            assert repo.has_blob(digest)
+
+
 class TestIdentity:
     @pytest.mark.parametrize("scope", [Scope(), Scope("p")], ids=["common", "project"])
     def test_none_scopes_are_unique(self, backend: SqliteRepository, scope: Scope) -> None:
@@ -170,7 +362,11 @@ class TestIdentity:
             ({"modified": datetime(2024, 1, 1)}, r"records\[0\]\.modified: must be timezone"),
             ({"blob": "../../etc/passwd"}, r"records\[0\]\.blob: expected 64 lowercase hex"),
             ({"size": -1}, r"records\[0\]\.size: expected a non-negative int"),
-            ({"document": {"x": object()}}, r"records\[0\]\.document: not JSON-compatible"),
+            (
+                {"document": {"x": object()}},
+                r"records\[0\]\.document \(collection 'c', key 'k'\): cannot be stored as JSON: "
+                r"\$\['x'\] is of type object, which JSON has no form for",
+            ),
             ({"document": ["a"]}, r"records\[0\]\.document: expected a JSON object"),
         ],
     )
@@ -208,10 +404,11 @@ class TestIdentity:
 
 
 class TestApply:
-    def test_batch_failing_part_way_writes_nothing(self, backend: SqliteRepository) -> None:
-        """A batch that SQLite rejects part way (a key it cannot encode) leaves no trace."""
+    def test_batch_with_a_bad_key_late_writes_nothing(self, backend: SqliteRepository) -> None:
+        """A batch whose last record has a key UTF-8 cannot encode is refused whole, naming
+        that record, and leaves no trace."""
         batch = [make_record(f"k{i}") for i in range(100)] + [make_record("bad\ud800")]
-        with pytest.raises(UnicodeEncodeError):
+        with pytest.raises(ValueError, match=r"records\[100\]\.key: .* lone surrogate"):
             backend.apply(batch, OVERWRITE)
         assert count_rows(backend.path) == 0
 
@@ -236,15 +433,18 @@ class TestApply:
     @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(
         document=st.dictionaries(
-            st.text(),
+            st.text(st.characters(exclude_categories=["Cs"])),
             st.recursive(
                 st.none()
                 | st.booleans()
                 | st.integers(min_value=-(10**30), max_value=10**30)
-                | st.floats(allow_nan=False)
-                | st.text(),
+                | st.floats(allow_nan=False, allow_infinity=False)
+                | st.text(st.characters(exclude_categories=["Cs"])),
                 lambda inner: (
-                    st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4)
+                    st.lists(inner, max_size=4)
+                    | st.dictionaries(
+                        st.text(st.characters(exclude_categories=["Cs"])), inner, max_size=4
+                    )
                 ),
                 max_leaves=20,
             ),
@@ -254,7 +454,7 @@ class TestApply:
     def test_any_json_document_round_trips(
         self, backend: SqliteRepository, document: dict[str, Any]
     ) -> None:
-        """Any JSON object, lone surrogates and infinities included, comes back equal."""
+        """Any JSON object (any text UTF-8 can encode, any finite number) comes back equal."""
         key = uuid.uuid4().hex
         backend.apply([make_record(key, document)], OVERWRITE)
         assert backend.get_document("things", key) == document

@@ -13,8 +13,7 @@ from typing import BinaryIO
 import attrs
 
 from .._model.task import ConflictStrategy
-from .protocols import Outcome, Record, Scope
-from .sqlite import (
+from .base import (
     Identity,
     RepositoryBase,
     check_aware,
@@ -22,6 +21,7 @@ from .sqlite import (
     check_scope,
     check_sha256,
 )
+from .protocols import Outcome, Record, Scope
 
 __all__ = ["MemoryRepository"]
 

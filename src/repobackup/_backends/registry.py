@@ -7,10 +7,16 @@ empty) and returning an object that implements `Source` and, to restore into it,
     # pyproject.toml of a package providing one
     [project.entry-points."repobackup.backends"]
     mongo = "repobackup_mongo:open_repository"
+
+A factory that also takes a keyword argument ``create`` is told whether it may create a
+repository that does not exist (`open_repository` passes ``create=False`` for a repository to
+back up, verify or list); one that does not take it is called with the string alone. The
+built-ins are defined here only, not as entry points of this package, so there is one source.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
@@ -26,6 +32,7 @@ __all__ = [
     "load_backend",
     "open_repository",
     "sqlite_path",
+    "takes_create",
 ]
 
 ENTRY_POINT_GROUP = "repobackup.backends"
@@ -52,15 +59,17 @@ class UnknownBackendError(BackendError, LookupError):
         self.available = available
 
 
-def _open_sqlite(argument: str) -> Any:
+def _open_sqlite(argument: str, *, create: bool = True) -> Any:
     from .sqlite import SqliteRepository
 
     if not argument:
         raise ValueError("the sqlite backend needs a database path: sqlite:PATH")
-    return SqliteRepository(argument)
+    return SqliteRepository(argument, create=create)
 
 
-def _open_memory(argument: str) -> Any:
+def _open_memory(argument: str, *, create: bool = True) -> Any:
+    # A new, empty repository every time: there is nothing that could be missing.
+    del create
     from .memory import MemoryRepository
 
     if argument:
@@ -124,17 +133,40 @@ def sqlite_path(spec: str) -> str | None:
     return argument if name == "sqlite" and argument else None
 
 
-def open_repository(spec: str) -> Any:
+def takes_create(factory: BackendFactory) -> bool:
+    """Whether *factory* accepts the keyword argument ``create``."""
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # a callable whose signature cannot be read
+        return False
+    return any(
+        (p.name == "create" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+        or p.kind is p.VAR_KEYWORD
+        for p in parameters
+    )
+
+
+def open_repository(spec: str, *, create: bool = True) -> Any:
     """Open the repository *spec* names: a SQLite database path, or ``NAME:ARG`` for the
     backend registered as NAME. UnknownBackendError for a name nobody registered;
-    BackendError when the backend fails to open."""
+    BackendError when the backend fails to open.
+
+    With ``create=False`` a repository that does not exist is an error and nothing is
+    created: the SQLite backend's FileNotFoundError comes out as it is (not wrapped), so a
+    caller can tell a missing repository from one that fails to open. The option reaches
+    factories that take ``create``; others are called as before.
+    """
     if not spec:
         raise ValueError("a repository must be named: a SQLite path or NAME:ARG")
     name, argument = split_spec(spec)
     factory = load_backend(name)
     try:
+        if takes_create(factory):
+            return factory(argument, create=create)  # type: ignore[call-arg]
         return factory(argument)
     except Exception as exc:
+        if not create and isinstance(exc, FileNotFoundError):
+            raise
         raise BackendError(
             f"opening repository {spec!r} with backend {name!r} failed: {type(exc).__name__}: {exc}"
         ) from exc

@@ -1,23 +1,23 @@
-"""`SqliteRepository`: records in one SQLite database, blobs content-addressed on any fsspec URL;
-plus `RepositoryBase`, the convenience methods and record checks every built-in repository shares.
+"""`SqliteRepository`: the built-in repository, records in one SQLite database and blobs
+content-addressed on any fsspec URL (a folder beside the database by default).
 """
 
 from __future__ import annotations
 
-import abc
 import contextlib
+import errno
 import functools
-import hashlib
 import json
 import os
+import pathlib
 import posixpath
 import re
 import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
-from typing import Any, BinaryIO, TypedDict, cast
+from datetime import UTC, datetime
+from typing import Any, BinaryIO, cast
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -25,346 +25,20 @@ from fsspec.implementations.local import LocalFileSystem
 from .._model.sqlitedb import transaction
 from .._model.task import ConflictStrategy
 from .._model.times import utcnow
-from .protocols import Outcome, Record, Scope, record_identity
+from .base import (
+    Identity,
+    RepositoryBase,
+    Snapshot,
+    check_aware,
+    check_record,
+    check_scope,
+    check_sha256,
+    from_micros,
+    to_micros,
+)
+from .protocols import Outcome, Record, Scope
 
-__all__ = ["Identity", "RepositoryBase", "Snapshot", "SqliteRepository"]
-
-Identity = tuple[str, str | None, str | None, str]
-"""``(collection, project_id, repo_name, key)``, as `record_identity` returns it."""
-
-PROJECT = "project"
-REPOSITORY = "repository"
-NODE = "node"
-
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-
-
-class Snapshot(TypedDict):
-    """Everything a repository holds, as plain comparable values (see `snapshot`)."""
-
-    records: dict[Identity, Record]
-    blobs: dict[str, bytes | None]
-
-
-# --- checks and conversions shared by the built-in repositories -------------------------------
-
-
-def check_sha256(sha256: object) -> str:
-    """*sha256* if it is 64 lowercase hex digits, else ValueError (it becomes part of a path)."""
-    if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
-        raise ValueError(f"sha256: expected 64 lowercase hex digits, got {sha256!r}")
-    return sha256
-
-
-def check_aware(value: object, field: str) -> datetime:
-    """*value* if it is an aware datetime, else ValueError naming *field*."""
-    if not isinstance(value, datetime):
-        raise ValueError(f"{field}: expected a datetime, got {type(value).__name__}")
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{field}: must be timezone-aware, got naive {value.isoformat()}")
-    return value
-
-
-def _check_id(value: object, field: str) -> None:
-    # '' would be indistinguishable from None in the SQLite columns, and no server uses it.
-    if value is not None and (not isinstance(value, str) or not value):
-        raise ValueError(f"{field}: expected a non-empty string or None, got {value!r}")
-
-
-def check_scope(scope: Scope) -> Scope:
-    """*scope* if its ids are usable (non-empty strings or None), else ValueError."""
-    if not isinstance(scope, Scope):
-        raise TypeError(f"scope: expected a Scope, got {type(scope).__name__}")
-    _check_id(scope.project_id, "scope.project_id")
-    _check_id(scope.repo_name, "scope.repo_name")
-    return scope
-
-
-def encode_document(document: object, field: str = "document") -> str:
-    """The JSON text of *document*, exactly as `json.loads` gives it back.
-
-    ASCII output keeps lone surrogates and control characters as escapes, so any str the
-    server holds survives a trip through SQLite's UTF-8 text.
-    """
-    if not isinstance(document, Mapping):
-        raise ValueError(f"{field}: expected a JSON object, got {type(document).__name__}")
-    try:
-        return json.dumps(dict(document), ensure_ascii=True, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{field}: not JSON-compatible: {exc}") from None
-
-
-def check_record(record: object, where: str = "") -> str:
-    """Check one record of a batch; return its document's JSON text. ValueError names the
-    field (prefixed with *where*, e.g. ``records[3].``)."""
-    if not isinstance(record, Record):
-        raise ValueError(f"{where or 'record'}: expected a Record, got {type(record).__name__}")
-    for field in ("collection", "key"):
-        value = getattr(record, field)
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"{where}{field}: expected a non-empty string, got {value!r}")
-    _check_id(record.project_id, f"{where}project_id")
-    _check_id(record.repo_name, f"{where}repo_name")
-    if record.project_id is None and record.repo_name is not None:
-        raise ValueError(f"{where}repo_name: a repository record needs its project_id")
-    check_aware(record.modified, f"{where}modified")
-    if record.blob is not None and not _SHA256.fullmatch(str(record.blob)):
-        raise ValueError(f"{where}blob: expected 64 lowercase hex digits, got {record.blob!r}")
-    if not isinstance(record.size, int) or isinstance(record.size, bool) or record.size < 0:
-        raise ValueError(f"{where}size: expected a non-negative int, got {record.size!r}")
-    if not isinstance(record.deleted, bool):
-        raise ValueError(f"{where}deleted: expected a bool, got {record.deleted!r}")
-    return encode_document(record.document, f"{where}document")
-
-
-def to_micros(moment: datetime) -> int:
-    """*moment* (aware) as integer microseconds since the Unix epoch: exact and sortable."""
-    return (moment - _EPOCH) // _MICROSECOND
-
-
-def from_micros(micros: int) -> datetime:
-    """The aware UTC datetime of *micros* microseconds since the Unix epoch."""
-    return _EPOCH + timedelta(microseconds=micros)
-
-
-def normalise_path(full_path: object) -> str:
-    """A file's full path with its leading ``/`` (added when missing), as servers key nodes."""
-    if not isinstance(full_path, str) or not full_path.strip("/"):
-        raise ValueError(f"full_path: expected a file path such as '/a/b.txt', got {full_path!r}")
-    if full_path.endswith("/"):
-        raise ValueError(f"full_path: {full_path!r} names a folder, not a file")
-    return full_path if full_path.startswith("/") else "/" + full_path
-
-
-class RepositoryBase(abc.ABC):
-    """The convenience methods of the built-in repositories, written once on top of the
-    `Source`/`Target` methods and two lookups each repository provides."""
-
-    @abc.abstractmethod
-    def apply(self, records: Sequence[Record], conflict: ConflictStrategy) -> list[Outcome]:
-        """See `repobackup.Target.apply`."""
-
-    @abc.abstractmethod
-    def has_blob(self, sha256: str) -> bool:
-        """See `repobackup.Target.has_blob`."""
-
-    @abc.abstractmethod
-    def write_blob(self, sha256: str, chunks: Iterable[bytes]) -> int:
-        """See `repobackup.Target.write_blob`."""
-
-    @abc.abstractmethod
-    def open_blob(self, sha256: str) -> BinaryIO:
-        """See `repobackup.Source.open_blob`."""
-
-    @abc.abstractmethod
-    def _lookup(self, identity: Identity) -> Record | None:
-        """The stored record with *identity* (a tombstone included), or None."""
-
-    @abc.abstractmethod
-    def _every_record(self) -> Iterator[Record]:
-        """Every stored record, tombstones included, ordered by scope, collection and key."""
-
-    def put_document(
-        self,
-        collection: str,
-        key: str,
-        document: Mapping[str, Any],
-        *,
-        project_id: str | None = None,
-        repo_name: str | None = None,
-        modified: datetime | None = None,
-    ) -> Record:
-        """Store *document* under its identity, replacing what was there; return the record.
-
-        *modified* defaults to now (UTC).
-        """
-        record = Record(
-            collection=collection,
-            key=key,
-            document=document,
-            modified=utcnow() if modified is None else modified,
-            project_id=project_id,
-            repo_name=repo_name,
-        )
-        self.apply([record], ConflictStrategy.OVERWRITE)
-        return record
-
-    def get_document(
-        self,
-        collection: str,
-        key: str,
-        *,
-        project_id: str | None = None,
-        repo_name: str | None = None,
-    ) -> dict[str, Any] | None:
-        """The live document with this identity, or None when it is absent or deleted."""
-        check_scope(Scope(project_id, repo_name))
-        record = self._lookup((collection, project_id, repo_name, key))
-        if record is None or record.deleted:
-            return None
-        return dict(record.document)
-
-    def put_project(
-        self,
-        pid: str,
-        document: Mapping[str, Any] | None = None,
-        *,
-        modified: datetime | None = None,
-    ) -> Record:
-        """Store project *pid*: a ``project`` record keyed by *pid* in the project's scope.
-
-        Without *document* it is ``{"name": pid}``.
-        """
-        return self.put_document(
-            PROJECT,
-            pid,
-            {"name": pid} if document is None else document,
-            project_id=pid,
-            modified=modified,
-        )
-
-    def put_repository(
-        self,
-        pid: str,
-        repo: str,
-        document: Mapping[str, Any] | None = None,
-        *,
-        modified: datetime | None = None,
-    ) -> Record:
-        """Store repository *repo* of project *pid*: a ``repository`` record keyed by *repo*
-        in the repository's scope. Without *document* it is ``{"projectId": pid, "name": repo}``.
-        """
-        default = {"projectId": pid, "name": repo}
-        return self.put_document(
-            REPOSITORY,
-            repo,
-            default if document is None else document,
-            project_id=pid,
-            repo_name=repo,
-            modified=modified,
-        )
-
-    def put_file(
-        self,
-        pid: str,
-        repo: str,
-        full_path: str,
-        data: bytes,
-        *,
-        metadata: Mapping[str, Any] | None = None,
-        modified: datetime | None = None,
-    ) -> Record:
-        """Store *data* as the file *full_path* of *repo*; return its ``node`` record.
-
-        The blob is stored under its sha256, then a node keyed by the full path (a leading
-        ``/`` is added when missing) points at it, with the fields an artifact server's node
-        has: projectId, repoName, fullPath, name, folder, size, sha256, md5, metadata,
-        createdDate, lastModifiedDate. Replacing a file keeps its createdDate. Parent folder
-        nodes are not created.
-        """
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError(f"data: expected bytes, got {type(data).__name__}")
-        check_scope(Scope(pid, repo))
-        path = normalise_path(full_path)
-        moment = check_aware(utcnow() if modified is None else modified, "modified")
-        content = bytes(data)
-        sha256 = hashlib.sha256(content).hexdigest()
-        previous = self._lookup((NODE, pid, repo, path))
-        created = moment.isoformat()
-        if previous is not None and not previous.deleted:
-            created = previous.document.get("createdDate", created)
-        document = {
-            "projectId": pid,
-            "repoName": repo,
-            "fullPath": path,
-            "name": posixpath.basename(path),
-            "folder": False,
-            "size": len(content),
-            "sha256": sha256,
-            "md5": hashlib.md5(content, usedforsecurity=False).hexdigest(),
-            "metadata": dict(metadata or {}),
-            "createdDate": created,
-            "lastModifiedDate": moment.isoformat(),
-        }
-        record = Record(
-            collection=NODE,
-            key=path,
-            document=document,
-            modified=moment,
-            project_id=pid,
-            repo_name=repo,
-            blob=sha256,
-            size=len(content),
-        )
-        check_record(record)  # before the blob, so a bad id stores nothing
-        self.write_blob(sha256, [content])
-        self.apply([record], ConflictStrategy.OVERWRITE)
-        return record
-
-    def delete_file(
-        self, pid: str, repo: str, full_path: str, *, modified: datetime | None = None
-    ) -> Record:
-        """Delete the file *full_path*: its node becomes a tombstone modified at *modified*
-        (default now) keeping the last document, without a blob (an incremental backup then
-        carries the deletion, not the content). FileNotFoundError when there is no such file.
-        """
-        check_scope(Scope(pid, repo))
-        path = normalise_path(full_path)
-        moment = check_aware(utcnow() if modified is None else modified, "modified")
-        previous = self._lookup((NODE, pid, repo, path))
-        if previous is None or previous.deleted:
-            raise FileNotFoundError(f"no file {path!r} in repository {pid}/{repo}")
-        tombstone = Record(
-            collection=NODE,
-            key=path,
-            document=previous.document,
-            modified=moment,
-            project_id=pid,
-            repo_name=repo,
-            deleted=True,
-        )
-        self.apply([tombstone], ConflictStrategy.OVERWRITE)
-        return tombstone
-
-    def read_file(self, pid: str, repo: str, full_path: str) -> bytes:
-        """The content of the file *full_path*; FileNotFoundError when absent or deleted."""
-        check_scope(Scope(pid, repo))
-        path = normalise_path(full_path)
-        record = self._lookup((NODE, pid, repo, path))
-        if record is None or record.deleted:
-            raise FileNotFoundError(f"no file {path!r} in repository {pid}/{repo}")
-        if record.blob is None:
-            return b""
-        with self.open_blob(record.blob) as stream:
-            return stream.read()
-
-    def snapshot(self, *, tombstones: bool = False) -> Snapshot:
-        """Everything stored, for tests and diagnostics comparing two repositories.
-
-        ``records`` maps each identity to its record (live ones only unless *tombstones*);
-        ``blobs`` maps each sha256 those records point at to its bytes, or None when the blob
-        is missing. Orphan blobs are left out: a restore does not carry them, so two
-        repositories holding the same data compare equal. Holds everything in memory.
-        """
-        records = {
-            record_identity(record): record
-            for record in self._every_record()
-            if tombstones or not record.deleted
-        }
-        blobs: dict[str, bytes | None] = {}
-        for record in records.values():
-            if record.blob is not None and record.blob not in blobs:
-                try:
-                    with self.open_blob(record.blob) as stream:
-                        blobs[record.blob] = stream.read()
-                except FileNotFoundError:
-                    blobs[record.blob] = None
-        return {"records": records, "blobs": blobs}
-
-
-# --- SqliteRepository ----------------------------------------------------------------------------
+__all__ = ["Snapshot", "SqliteRepository"]
 
 _SCHEMA = (
     """
@@ -422,6 +96,17 @@ FETCH_BATCH = 500  # rows fetched at a time while streaming
 MAX_IDLE_READERS = 8
 
 
+# What `write_blob` names a blob while it is written: ``<sha256>.<uuid4 hex>.tmp``.
+_TEMPORARY = re.compile(r"[0-9a-f]{64}\.[0-9a-f]{32}\.tmp")
+
+
+def _has_records_table(conn: sqlite3.Connection) -> bool:
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'records'"
+    ).fetchall()
+    return bool(found)
+
+
 def _row_to_record(row: tuple[Any, ...]) -> Record:
     collection, project_id, repo_name, key, document, modified, blob, size, deleted = row
     return Record(
@@ -443,8 +128,14 @@ class SqliteRepository(RepositoryBase):
 
     *blobs* defaults to the folder ``<path>.blobs`` beside the database (``repo.db`` keeps its
     blobs in ``repo.db.blobs``). *storage_options* go to fsspec for that URL. Implements
-    `Source` and `Target`; the database is created on first use (WAL mode, so it must be on a
-    local disk, not a network share).
+    `Source` and `Target`. The database runs in WAL mode, so it must be on a local disk, not a
+    network share.
+
+    With *create* (the default) a missing database is created, with its folder. With
+    ``create=False`` a missing database raises FileNotFoundError and nothing is created (no
+    file, no folder, no blob folder), and an existing file without the repository's table is
+    refused (ValueError) unchanged: open a repository to back up this way, so that a path that
+    is wrong or not mounted fails instead of giving an empty backup.
 
     Threads: any method may be called from any thread. Writes are serialised on one connection;
     each stream (`records`, listings) reads on a connection of its own, from a consistent
@@ -458,6 +149,7 @@ class SqliteRepository(RepositoryBase):
         blobs: str | None = None,
         *,
         storage_options: Mapping[str, Any] | None = None,
+        create: bool = True,
     ) -> None:
         database = os.fspath(path)
         if not database or database == ":memory:" or database.startswith("file:"):
@@ -479,11 +171,24 @@ class SqliteRepository(RepositoryBase):
         self._lock = threading.Lock()
         self._closed = False
         self._idle: list[sqlite3.Connection] = []
-        os.makedirs(os.path.dirname(self._path), exist_ok=True)
-        self._writer = self._connect()
+        if create:
+            os.makedirs(os.path.dirname(self._path), exist_ok=True)
+        elif not os.path.exists(self._path):
+            raise FileNotFoundError(
+                errno.ENOENT, "no repository database (nothing was created)", self._path
+            )
+        # Once the file exists, every connection opens it read-write only: a database deleted
+        # meanwhile is an error, never an empty new one.
+        self._uri = pathlib.Path(self._path).as_uri() + "?mode=rw"
+        self._writer = self._connect() if not create else self._connect_creating()
         try:
             self._writer.execute("PRAGMA journal_mode = WAL")
             with self._transaction() as conn:
+                if not create and not _has_records_table(conn):
+                    raise ValueError(
+                        f"path: {self._path} is not a repository database (it has no records "
+                        "table); nothing was changed"
+                    )
                 for statement in _SCHEMA:
                     conn.execute(statement)
         except BaseException:
@@ -528,6 +233,11 @@ class SqliteRepository(RepositoryBase):
     def _connect(self) -> sqlite3.Connection:
         # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE), so a batch is exactly
         # one transaction and reads never hold a lock longer than their statement.
+        return sqlite3.connect(
+            self._uri, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False, uri=True
+        )
+
+    def _connect_creating(self) -> sqlite3.Connection:
         return sqlite3.connect(
             self._path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
         )
@@ -667,11 +377,16 @@ class SqliteRepository(RepositoryBase):
 
     def reopener(self) -> Callable[[], SqliteRepository]:
         """A picklable ``functools.partial`` opening this repository (database and blobs)."""
+        # create=False: a process that reopens it must find this database, never make a new one.
         if self._storage_options:
             return functools.partial(
-                SqliteRepository, self._path, self._blobs, storage_options=self._storage_options
+                SqliteRepository,
+                self._path,
+                self._blobs,
+                storage_options=self._storage_options,
+                create=False,
             )
-        return functools.partial(SqliteRepository, self._path, self._blobs)
+        return functools.partial(SqliteRepository, self._path, self._blobs, create=False)
 
     # -- Target
 
@@ -765,6 +480,50 @@ class SqliteRepository(RepositoryBase):
                 fs.rm(temporary)
             raise
         return size
+
+    def remove_temporary_blobs(self, *, older_than: datetime | None = None) -> list[str]:
+        """Remove the temporary files (``<sha256>.<hex>.tmp``) that writes of blobs killed
+        midway left beside the blobs; return their paths. Nothing else is touched.
+
+        A write still under way has such a file too: pass *older_than* (aware) to remove only
+        those last modified before it, or call this only when no write can be running (the
+        recovery of a dead run does so for the runs it knows have ended). Walks the blob
+        store one folder at a time.
+        """
+        cutoff = None if older_than is None else check_aware(older_than, "older_than")
+        removed = []
+        for path in self._temporary_blobs():
+            if cutoff is not None and self._modified(path) >= cutoff:
+                continue
+            with contextlib.suppress(FileNotFoundError):  # its writer may have just finished
+                if self._local:
+                    os.remove(path)
+                else:
+                    self._fs.rm_file(path)
+                removed.append(path)
+        return removed
+
+    def _temporary_blobs(self) -> Iterator[str]:
+        if self._local:
+            if not os.path.isdir(self._root):
+                return
+            for folder, _, files in os.walk(self._root):
+                for name in sorted(files):
+                    if _TEMPORARY.fullmatch(name):
+                        yield os.path.join(folder, name)
+            return
+        if not self._fs.exists(self._root):
+            return
+        for folder, _, files in self._fs.walk(self._root):
+            for name in sorted(files):
+                if _TEMPORARY.fullmatch(name):
+                    yield f"{folder.rstrip('/')}/{name}"
+
+    def _modified(self, path: str) -> datetime:
+        if self._local:
+            return datetime.fromtimestamp(os.stat(path).st_mtime, UTC)
+        moment: datetime = self._fs.modified(path)
+        return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
     def _create(self, path: str) -> BinaryIO:
         """A new file at *path* to write, its folder made when missing."""

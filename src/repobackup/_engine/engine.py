@@ -151,12 +151,22 @@ class Engine:
         return self.tasks.get(task_id)
 
     def list_tasks(
-        self, state: TaskState | str | None = None, page_number: int = 1, page_size: int = 20
+        self,
+        state: TaskState | str | None = None,
+        page_number: int = 1,
+        page_size: int = 20,
+        *,
+        last_run_state: TaskState | str | None = None,
     ) -> Page[BackupTask]:
-        """One page of tasks, newest first, optionally only those in *state*."""
+        """One page of tasks, newest first, optionally only those in *state* and only those
+        whose last run ended in *last_run_state* (a recurring task whose last run failed is
+        PENDING again, and found with ``last_run_state="FAILED"``)."""
         if isinstance(state, str) and not isinstance(state, TaskState):
             state = from_json(TaskState, state)
-        return self.tasks.list(state, page_number, page_size)
+        if last_run_state is None:
+            return self.tasks.list(state, page_number, page_size)
+        # The store checks it, naming $.lastRunState.
+        return self.tasks.list(state, page_number, page_size, last_run_state=last_run_state)
 
     # ----------------------------------------------------------------------------------------
     # Running
@@ -487,3 +497,20 @@ class Engine:
         except OSError:
             return False
         return bool(fields) and fields[0] in (b"Z", b"X")
+
+    # ----------------------------------------------------------------------------------------
+    # Task management
+
+    def set_enabled(self, task_id: str, enabled: bool, *, user: str | None = None) -> BackupTask:
+        """Enable or disable the task and return it. A disabled task is never started by a
+        `Scheduler`; `execute` and `submit` still run it, and a run under way goes on.
+        TaskNotFoundError for an unknown id; ValueError unless *enabled* is a bool."""
+        self.get_task(task_id)
+        return self.tasks.set_enabled(task_id, enabled, now=self.now(), user=user or self.user)
+
+    def delete_task(self, task_id: str) -> None:
+        """Remove the task and its run history from the task store. Its backups stay where
+        they are (delete those in the store itself). TaskRunningError while it runs;
+        TaskNotFoundError for an unknown id."""
+        self.get_task(task_id)
+        self.tasks.delete(task_id)

@@ -56,7 +56,8 @@ class Scheduler:
     background thread that calls it every *poll_seconds* and `stop` it at shutdown. Due runs
     go through `Engine.submit`, so a long backup does not hold up the others. Several
     schedulers, in one process or in many sharing a `SqliteTaskStore`, may run at once: a
-    task is started by exactly one of them, and the others skip it.
+    task is started by exactly one of them, and the others skip it. A disabled task
+    (``enabled`` false) is never started here.
     """
 
     def __init__(self, engine: Engine, *, poll_seconds: float = POLL_SECONDS) -> None:
@@ -75,7 +76,8 @@ class Scheduler:
     def next_run(self, task_id: str) -> datetime | None:
         """When the task is next due, in the engine's zone; None when the scheduler will not
         start it. A past time means it is due now. TaskNotFoundError for an unknown id."""
-        moment = due_at(self.engine.get_task(task_id), self.engine.tz)
+        task = self.engine.get_task(task_id)
+        moment = due_at(task, self.engine.tz) if task.enabled else None
         return moment.astimezone(self.engine.tz) if moment is not None else None
 
     def run_pending(self, now: datetime | None = None) -> list[str]:
@@ -108,7 +110,7 @@ class Scheduler:
 
     def _due(self, task: BackupTask, now: datetime) -> datetime | None:
         """When *task* fell due, if it is due at *now*; else None."""
-        if task.state is TaskState.RUNNING:
+        if task.state is TaskState.RUNNING or not task.enabled:
             return None
         try:
             moment = due_at(task, self.engine.tz)

@@ -32,9 +32,13 @@ T = TypeVar("T")
 
 converter = make_converter(forbid_extra_keys=True)
 
-# Extension fields (not in the spec) are left out of the JSON while they hold None, so that
-# the spec's own shapes come out exactly as the spec shows them.
-_OMIT_IF_NONE = {("BackupSetting", "retention"), ("BackupTask", "last_run")}
+# Extension fields (not in the spec) are left out of the JSON while they hold their default
+# (None; ``enabled``: true), so that the spec's own shapes come out exactly as the spec shows.
+_OMIT_IF_NONE = {
+    ("BackupSetting", "retention"),
+    ("BackupTask", "last_run"),
+    ("BackupTask", "enabled"),
+}
 
 
 def _camel(name: str) -> str:

@@ -163,7 +163,8 @@ class BackupTask:
     """A backup or restore task as the API creates, stores and lists it.
 
     *name* is required when a task is created; it defaults to "" only so that a listed
-    record without it (as the spec's own listing example shows) can still be read.
+    record without it (as the spec's own listing example shows) can still be read. A task
+    that is not *enabled* is never started by a `Scheduler`; `Engine.execute` still runs it.
     """
 
     store_location: str
@@ -180,6 +181,7 @@ class BackupTask:
     start_date: datetime | None = None
     end_date: datetime | None = None
     last_run: RunSummary | None = None
+    enabled: bool = True
 
 
 T = TypeVar("T")

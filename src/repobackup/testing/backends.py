@@ -25,12 +25,16 @@ The suite only uses the protocols: it fills the backend through `Target.apply` a
 - `apply` answers one `Outcome` per record: SKIP never changes a live record, a deleted
   identity counts as absent, OVERWRITE replaces, a tombstone deletes;
 - blobs: `write_blob` is atomic (an iterator that raises half way stores nothing), safe from
-  several threads, and `open_blob` of a missing blob raises FileNotFoundError.
+  several threads, and `open_blob` of a missing blob raises FileNotFoundError;
+- documents JSON cannot carry exactly (`NOT_JSON_DOCUMENTS`: lone surrogates, NaN, infinities)
+  are either refused by `apply` with a ValueError, their whole batch unwritten, or come back
+  exactly as given. The built-in repositories refuse them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 import threading
 from collections.abc import Iterator, Sequence
@@ -39,10 +43,16 @@ from typing import Any
 
 import pytest
 
-from ._backends.protocols import Outcome, Record, Scope, Source, Target
-from ._model.task import ConflictStrategy
+from .._backends.protocols import Outcome, Record, Scope, Source, Target
+from .._model.task import ConflictStrategy
 
-__all__ = ["AWKWARD_DOCUMENTS", "SourceConformance", "TargetConformance", "make_record"]
+__all__ = [
+    "AWKWARD_DOCUMENTS",
+    "NOT_JSON_DOCUMENTS",
+    "SourceConformance",
+    "TargetConformance",
+    "make_record",
+]
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -58,6 +68,17 @@ AWKWARD_DOCUMENTS: tuple[dict[str, Any], ...] = (
     {"list": [], "mixed": [1, "two", 3.0, None, {"k": "v"}], "order": {"z": 1, "a": 2}},
 )
 """Documents a backend must store and give back equal; useful for backend-specific tests."""
+
+NOT_JSON_DOCUMENTS: tuple[dict[str, Any], ...] = (
+    {"name": "lone \ud800 high surrogate"},
+    {"name": "lone \udc00 low surrogate", "ok": "fine"},
+    {"swapped \udfff\ud800 in a field name": 1},
+    {"score": float("nan")},
+    {"size": float("inf"), "low": float("-inf")},
+    {"nested": [1, {"deep": [float("nan")]}]},
+)
+"""Documents that strict JSON (``json.dumps(allow_nan=False)``, UTF-8 text) cannot carry: a
+backend refuses them at write time or keeps them exactly."""
 
 
 def make_record(
@@ -477,3 +498,27 @@ class TargetConformance:
         for thread in threads:
             thread.join()
         assert errors == []
+
+    def test_documents_json_cannot_carry(self, backend: Any) -> None:
+        """Each document of NOT_JSON_DOCUMENTS is either refused by apply with a ValueError,
+        nothing of its batch written, or comes back exactly (NaN as NaN, each surrogate as
+        it was)."""
+        for index, document in enumerate(NOT_JSON_DOCUMENTS):
+            collection = f"odd{index}"
+            batch = [
+                make_record("a-fine", collection=collection),
+                make_record("b-odd", document, collection=collection),
+            ]
+            try:
+                outcomes = _apply(backend, batch)
+            except ValueError:
+                assert list(backend.records(Scope(), collection)) == [], document
+                continue
+            assert outcomes == [Outcome.WRITTEN, Outcome.WRITTEN]
+            got = {r.key: r.document for r in backend.records(Scope(), collection)}
+            assert _exact(got["b-odd"]) == _exact(document)
+
+
+def _exact(document: Any) -> str:
+    # NaN is not equal to itself, so compare the text that spells every value out exactly.
+    return json.dumps(document, ensure_ascii=True, sort_keys=True, allow_nan=True)
