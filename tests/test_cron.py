@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import array
+import bisect
 import calendar
+import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 import pytest
-from hypothesis import given
+import pytz
+from dateutil import tz as dateutil_tz
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from repobackup import CronSchedule, parse_cron
@@ -921,3 +926,167 @@ class TestDaylightSaving:
         after_latest = schedule.next_after(latest)
         assert after_latest is not None
         assert after_latest.astimezone(UTC) == following.astimezone(UTC), spec.text
+
+
+# --- a year, minute by minute, in zones with daylight saving ----------------------------------
+
+YEAR = 2024
+_YEAR_START = datetime(YEAR, 1, 1)
+# Wall minutes are counted from two days before the year, so that every wall time of the year
+# exists in the table whatever the zone's offset.
+_WALL_BASE = _YEAR_START - timedelta(days=2)
+_YEAR_MINUTES = (datetime(YEAR + 1, 1, 1) - _YEAR_START) // timedelta(minutes=1)
+
+
+def _zone_of(library: str, name: str) -> tzinfo:
+    if library == "zoneinfo":
+        return ZoneInfo(name)
+    if library == "pytz":
+        return pytz.timezone(name)
+    zone = dateutil_tz.gettz(name)
+    assert zone is not None
+    return zone
+
+
+ZONE_CASES = [
+    (library, name)
+    for library in ("zoneinfo", "dateutil", "pytz")
+    for name in ("Europe/Berlin", "America/New_York", "Australia/Sydney")
+]
+
+
+@functools.cache
+def _first_instants(library: str, name: str) -> array.array[int]:
+    """For each wall minute (counted from `_WALL_BASE`), the UTC minute (counted from the same
+    naive origin) at which the documented rule fires it: the first UTC minute that shows that
+    wall minute, or, for a wall minute the clocks skip, the first UTC minute after it. Found by
+    converting every UTC minute of the year and a few days around it, one by one."""
+    zone = _zone_of(library, name)
+    count = _YEAR_MINUTES + 6 * 24 * 60
+    first = array.array("q", [-1]) * (count + 4 * 24 * 60)
+    moment = _WALL_BASE.replace(tzinfo=UTC)
+    step = timedelta(minutes=1)
+    for minute in range(count):
+        offset = moment.astimezone(zone).utcoffset()
+        assert offset is not None
+        wall = minute + offset // step
+        if 0 <= wall < len(first) and first[wall] < 0:
+            first[wall] = minute
+        moment += step
+    for wall in range(len(first) - 2, -1, -1):
+        if first[wall] < 0:
+            first[wall] = first[wall + 1]
+    return first
+
+
+@functools.cache
+def _year_transitions(library: str, name: str) -> list[datetime]:
+    return _transitions(_zone_of(library, name), YEAR)
+
+
+def _brute_force_fires(spec: Spec, library: str, name: str) -> list[int]:
+    """Every fire of *spec* in the wall-clock year, as UTC minutes from `_WALL_BASE`, by
+    testing each day and each minute of the day against the fields."""
+    table = _first_instants(library, name)
+    fires = set()
+    for day_number in range((date(YEAR + 1, 1, 1) - date(YEAR, 1, 1)).days):
+        day = date(YEAR, 1, 1) + timedelta(days=day_number)
+        if not (spec.month_ok(day.year, day.month) and spec.day(day)):
+            continue
+        base = (datetime.combine(day, time()) - _WALL_BASE) // timedelta(minutes=1)
+        for hour in spec.hours:
+            for minute in spec.minutes:
+                fires.add(table[base + hour * 60 + minute])
+    return sorted(fires)
+
+
+def _utc_minute(moment: datetime) -> float:
+    return (moment.astimezone(UTC).replace(tzinfo=None) - _WALL_BASE) / timedelta(minutes=1)
+
+
+@st.composite
+def minute_specs(draw: st.DrawFn) -> Spec:
+    """Unix or Quartz expressions that fire on whole minutes."""
+    if draw(st.booleans()):
+        return draw(unix_specs())
+    spec = draw(quartz_specs())
+    return replace(spec, text="0" + spec.text[spec.text.index(" ") :], seconds=(0,))
+
+
+def _year_property(spec: Spec, case: tuple[str, str], starts: list[int]) -> None:
+    """next_after and latest_at_or_before give the brute-force fire times of a year, from
+    random moments and from each side of every clock change."""
+    schedule = _parse_or_check_never(spec)
+    if schedule is None:
+        return
+    library, name = case
+    zone = _zone_of(library, name)
+    fires = _brute_force_fires(spec, library, name)
+    lowest = _first_instants(library, name)[(_YEAR_START - _WALL_BASE) // timedelta(minutes=1)]
+    highest = lowest + _YEAR_MINUTES - 24 * 60
+    moments = [_YEAR_START.replace(tzinfo=UTC) + timedelta(seconds=seconds) for seconds in starts]
+    moments += [
+        change + timedelta(seconds=delta)
+        for change in _year_transitions(library, name)
+        for delta in (-3601, -1, 0, 1, 3599)
+    ]
+    for moment in moments:
+        local = moment.astimezone(zone)
+        at = _utc_minute(local)
+        if not lowest + 24 * 60 <= at <= highest:
+            continue
+        _check_next(schedule, local, fires, at, highest)
+        _check_latest(schedule, local, fires, at, lowest)
+
+
+_STARTS = st.lists(st.integers(0, _YEAR_MINUTES * 60), min_size=3, max_size=3)
+
+
+@needs_tzdata
+class TestYearMinuteByMinute:
+    @settings(max_examples=50, deadline=None)
+    @given(
+        spec=minute_specs(),
+        case=st.sampled_from([case for case in ZONE_CASES if case[0] == "zoneinfo"]),
+        starts=_STARTS,
+    )
+    def test_zoneinfo_zones(self, spec: Spec, case: tuple[str, str], starts: list[int]) -> None:
+        """Against a minute-by-minute brute force over 2024 in Berlin, New York and Sydney."""
+        _year_property(spec, case, starts)
+
+    @pytest.mark.slow
+    @settings(max_examples=200, deadline=None)
+    @given(spec=minute_specs(), case=st.sampled_from(ZONE_CASES), starts=_STARTS)
+    def test_zoneinfo_dateutil_and_pytz_zones(
+        self, spec: Spec, case: tuple[str, str], starts: list[int]
+    ) -> None:
+        """The same with the zones of zoneinfo, dateutil and pytz (pytz's need localize and
+        normalize, which fire times never rely on)."""
+        _year_property(spec, case, starts)
+
+
+def _check_next(
+    schedule: CronSchedule, local: datetime, fires: list[int], at: float, end: int
+) -> None:
+    following = schedule.next_after(local)
+    index = bisect.bisect_right(fires, at)
+    expected = fires[index] if index < len(fires) else None
+    if expected is None or expected > end:
+        assert following is None or _utc_minute(following) > end, (schedule.expression, local)
+        return
+    assert following is not None, (schedule.expression, local)
+    assert _utc_minute(following) == expected, (schedule.expression, local, following)
+    assert following.utcoffset() == following.astimezone(UTC).astimezone(local.tzinfo).utcoffset()
+
+
+def _check_latest(
+    schedule: CronSchedule, local: datetime, fires: list[int], at: float, start: int
+) -> None:
+    latest = schedule.latest_at_or_before(local, not_before=local - timedelta(days=400))
+    index = bisect.bisect_right(fires, at)
+    expected = fires[index - 1] if index else None
+    if expected is None or expected < start:
+        assert latest is None or _utc_minute(latest) < start, (schedule.expression, local)
+        return
+    assert latest is not None, (schedule.expression, local)
+    assert _utc_minute(latest) == expected, (schedule.expression, local, latest)
