@@ -26,7 +26,7 @@ from .task import (
 )
 from .times import format_datetime, naive_zone, parse_datetime
 
-__all__ = ["converter", "from_json", "parse_new_task", "to_json"]
+__all__ = ["converter", "from_json", "json_name", "parse_new_task", "to_json"]
 
 T = TypeVar("T")
 
@@ -40,6 +40,11 @@ _OMIT_IF_NONE = {("BackupSetting", "retention"), ("BackupTask", "last_run")}
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def json_name(attribute: str) -> str:
+    """The JSON (camelCase) name of a model attribute, as the converter writes it."""
+    return _camel(attribute)
 
 
 def _strict(kind: type, label: str) -> Any:
