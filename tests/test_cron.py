@@ -538,7 +538,7 @@ class TestTimeZones:
         assert fire_utc.isoformat() == "2024-07-01T09:00:00+00:00"
 
 
-# --- brute-force oracles, independent of croniter -------------------------------------------
+# --- brute-force oracles, independent of the evaluator ------------------------------------
 
 
 @dataclass(frozen=True)
