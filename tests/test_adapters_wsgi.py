@@ -19,8 +19,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers import engine_fixture as _engine  # noqa: F401 - the engine fixture
-from repobackup import Engine, SqliteRepository, TaskState, to_json
-from repobackup.adapters.wsgi import bearer_token_authorizer, http_status, make_app
+from repobackup import Engine, SqliteRepository, TaskState, ValidationError, to_json
+from repobackup.adapters.wsgi import (
+    bearer_token_authorizer,
+    http_status,
+    make_app,
+    openapi_document,
+)
 from spec_examples import SPEC_BACKUP, SPEC_RESTORE
 
 TRACE_ID = re.compile(r"[0-9a-f]{32}")
@@ -534,3 +539,113 @@ class TestAnyRequest:
         if envelope["code"] != 0:
             assert isinstance(envelope["message"], str)
             assert envelope["message"]
+
+
+# --- the OpenAPI document against the application, by schemathesis ---------------------------
+
+SCHEMATHESIS_EXAMPLES = 150
+
+
+def _schemathesis_statuses(operation: Any) -> list[int]:
+    """Run schemathesis' generated cases for *operation* with all its checks; the statuses."""
+    statuses: list[int] = []
+
+    @settings(max_examples=SCHEMATHESIS_EXAMPLES, deadline=None, database=None)
+    @given(case=operation.as_strategy())
+    def run(case: Any) -> None:
+        response = case.call_and_validate()
+        statuses.append(response.status_code)
+
+    run()
+    return statuses
+
+
+@pytest.mark.slow
+def test_schema_valid_requests_are_accepted(tmp_path: Path) -> None:
+    """A bounded schemathesis run, in process against the WSGI app: every check passes (no
+    server error, statuses and bodies as documented, a schema-valid request accepted), and at
+    most 5% of the schema-valid requests are rejected (400)."""
+    schemathesis = pytest.importorskip("schemathesis")
+    engine = Engine(SqliteRepository(str(tmp_path / "repo.db")))
+    try:
+        app = make_app(engine)
+        schema = schemathesis.openapi.from_wsgi(f"{BASE}/openapi.json", app)
+        outcomes = {
+            f"{method} {path}": _schemathesis_statuses(schema[path][method])
+            for method, path in (
+                ("POST", BASE),
+                ("GET", f"{BASE}/tasks"),
+                ("POST", f"{BASE}/execute/{{taskId}}"),
+            )
+        }
+        for name, statuses in outcomes.items():
+            rejected = sum(1 for status in statuses if status == 400)
+            assert statuses, name
+            assert rejected <= 0.05 * len(statuses), (name, rejected, len(statuses))
+    finally:
+        engine.close()
+
+
+def _request_schema_validator() -> Any:
+    """A validator of a create-task body against the served document's BackupTask schema."""
+    validators = pytest.importorskip("openapi_schema_validator")
+    referencing = pytest.importorskip("referencing")
+    document = openapi_document()
+    resource = referencing.Resource.from_contents(
+        document, default_specification=referencing.jsonschema.DRAFT4
+    )
+    registry = referencing.Registry().with_resource("urn:api", resource)
+    return validators.OAS30WriteValidator(
+        {"$ref": "urn:api#/components/schemas/BackupTask"}, registry=registry
+    )
+
+
+_GOOD_BODY: dict[str, Any] = {
+    "name": "nightly",
+    "storeLocation": "/srv/backups",
+    "content": {"commonData": True},
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "path"),
+    [
+        ({"name": ""}, "$.name"),
+        ({"name": "x" * 129}, "$.name"),
+        ({"name": "a/b"}, "$.name"),
+        ({"name": "a\\b"}, "$.name"),
+        ({"name": "a..b"}, "$.name"),
+        ({"name": "."}, "$.name"),
+        ({"name": "   "}, "$.name"),
+        ({"name": "tab\there"}, "$.name"),
+        ({"storeLocation": ""}, "$.storeLocation"),
+        ({"storeLocation": "nosuch://bucket"}, "$.storeLocation"),
+        ({"content": {"commonData": False}}, "$.content"),
+        ({"content": {"projects": []}}, "$.content"),
+        ({"content": {"projects": [{"projectId": "a", "projectRegex": "b*"}]}}, "$.content"),
+        ({"content": {"projects": [{"repoList": ["a"], "repoRegex": "b*"}]}}, "$.content"),
+        ({"content": {"projects": [{"projectRegex": ""}]}}, "$.content"),
+        ({"content": {"projects": [{"projectRegex": "re:["}]}}, "$.content"),
+        ({"content": {"projects": [{"projectId": ""}]}}, "$.content"),
+        ({"type": "DATA_COPY"}, "$.type"),
+        ({"backupSetting": {"conflictStrategy": "MERGE"}}, "$.backupSetting"),
+        ({"backupSetting": {"executionStrategy": "SPECIFIED_TIME"}}, "$.backupSetting"),
+        ({"backupSetting": {"executionStrategy": "CRON_EXPRESSION"}}, "$.backupSetting"),
+        (
+            {"backupSetting": {"executionPlan": {"cronExpression": "0 0 30 2 *"}}},
+            "$.backupSetting",
+        ),
+        ({"backupSetting": {"retention": {"keepLast": 0}}}, "$.backupSetting"),
+    ],
+)
+def test_schema_states_the_limits_validation_enforces(
+    engine: Engine, change: dict[str, Any], path: str
+) -> None:
+    """A body that task validation refuses is refused by the OpenAPI schema too."""
+    body = {**_GOOD_BODY, **change}
+    with pytest.raises(ValidationError) as caught:
+        engine.create_task(body)
+    assert any(problem.path.startswith(path) for problem in caught.value.problems)
+    validator = _request_schema_validator()
+    assert not validator.is_valid(body), body
+    assert validator.is_valid(_GOOD_BODY)

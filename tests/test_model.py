@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import repobackup
 from repobackup import (
@@ -190,3 +191,85 @@ def test_public_names_are_exported() -> None:
         "Engine",
     ):
         assert hasattr(repobackup, name), name
+
+
+# Values a hand-written or foreign task body may hold where the model expects something else.
+_ODD_VALUES = st.sampled_from(
+    [
+        None,
+        "",
+        " ",
+        "x",
+        "*",
+        "re:[",
+        0,
+        -1,
+        1,
+        True,
+        False,
+        [],
+        {},
+        "2024-12-24T17:13:54",
+        "0 0 * * *",
+        "0 0 12 L-2 * ?",
+        "not cron",
+        "SKIP",
+        "CRON_EXPRESSION",
+        "SPECIFIED_TIME",
+    ]
+)
+
+
+def _mangle(draw: st.DrawFn, value: object, depth: int) -> object:
+    """*value* with some keys dropped and some leaves swapped for odd values."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            action = draw(st.sampled_from(["keep"] * 8 + ["drop", "swap"]))
+            if action == "drop":
+                continue
+            out[key] = draw(_ODD_VALUES) if action == "swap" else _mangle(draw, item, depth + 1)
+        return out
+    if isinstance(value, list) and depth < 6:
+        return [_mangle(draw, item, depth + 1) for item in value]
+    return value
+
+
+@st.composite
+def mangled_tasks(draw: st.DrawFn) -> dict[str, object]:
+    """The JSON of a valid task with keys dropped and values swapped at random."""
+    mangled = _mangle(draw, to_json(draw(tasks)), 0)
+    assert isinstance(mangled, dict)
+    return mangled
+
+
+class TestReadingAcceptsItsOwnOutput:
+    def test_listed_record_round_trips(self) -> None:
+        """The spec's listed record has no name; read, written and read again it is the same."""
+        record = LISTED_PAGE["records"][0]
+        assert "name" not in record
+        task = from_json(BackupTask, record)
+        again = from_json(BackupTask, json.loads(json.dumps(to_json(task))))
+        assert again == task
+        assert again.name == ""
+
+    def test_creation_still_requires_a_safe_name(self) -> None:
+        """A new task without a name, or with an empty one, is refused naming $.name."""
+        engine = repobackup.Engine(repobackup.MemoryRepository())
+        record = {key: value for key, value in LISTED_PAGE["records"][0].items() if key != "id"}
+        for body in (record, {**record, "name": ""}):
+            with pytest.raises(repobackup.ValidationError) as caught:
+                engine.create_task(body)
+            assert "$.name" in {problem.path for problem in caught.value.problems}
+
+    @settings(max_examples=300)
+    @given(data=mangled_tasks())
+    def test_whatever_is_accepted_is_accepted_again(self, data: dict[str, Any]) -> None:
+        """Task JSON with keys dropped and values swapped: if from_json takes it, it takes its
+        own output too, and reads the same task back."""
+        try:
+            task = from_json(BackupTask, data, tz=UTC)
+        except repobackup.ValidationError:
+            return
+        again = from_json(BackupTask, json.loads(json.dumps(to_json(task))), tz=UTC)
+        assert again == task

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from repobackup import BackupTask, Engine, ValidationError, from_json
+from repobackup import BackupTask, Engine, MemoryRepository, ValidationError, from_json
 from repobackup._model.convert import parse_new_task
 
 GOOD: dict[str, Any] = {
@@ -223,3 +223,54 @@ class TestEngineCreate:
         assert task.created_by == "alice"
         assert task.created_date is not None
         assert task.created_date.tzinfo is not None
+
+
+CRON_PATH = "$.backupSetting.executionPlan.cronExpression"
+
+
+def _cron_task(expression: str) -> dict[str, Any]:
+    body = with_("backupSetting.executionStrategy", "CRON_EXPRESSION")
+    body["backupSetting"]["executionPlan"] = {"cronExpression": expression}
+    return body
+
+
+class TestCronAtCreation:
+    @pytest.mark.parametrize(
+        "expression",
+        [
+            "0 15 10 L-1W,L-1 * ? 2010",  # Quartz's own testIsValidExpression
+            "0 0 0 1,L * ?",
+            "0 0 0 2W,16 * ?",
+            "0 0 0 LW * ?",
+            "0 0 12 ? * 6#3",
+            "1 1 1-7 * */7",
+            "* * */1 * 3",
+            "@daily",
+        ],
+    )
+    def test_reference_forms_are_accepted(self, expression: str) -> None:
+        """Every form Quartz or cronie accepts is accepted when the task is created."""
+        engine = Engine(MemoryRepository())
+        task_id = engine.create_task(_cron_task(expression))
+        assert engine.get_task(task_id).backup_setting.execution_plan.cron_expression == expression
+
+    @pytest.mark.parametrize(
+        ("expression", "field"),
+        [
+            ("0 0 0 ? * SAT,SUN,L", "day-of-week"),  # Quartz's testQuartz640
+            ("0/5 * * 32W 1 ?", "day-of-month"),  # Quartz's testQtz96
+            ("0 0 /24 ? * 2-6", "hour"),  # Quartz's testHourRangeIntervalAfterSlash
+            ("0 0 * * * *", "day-of-month"),  # Quartz's testQuartz621
+            ("0 0 L * *", "day-of-month"),  # Quartz syntax in a Unix expression
+            ("5/15 * * * *", "minute"),  # cronie takes no step after a single number
+            ("* * 5-1 * *", "day-of-month"),  # cronsim's lopsided range
+        ],
+    )
+    def test_refused_forms_name_the_field(self, expression: str, field: str) -> None:
+        """What the reference refuses is refused at creation, the message naming the field."""
+        engine = Engine(MemoryRepository())
+        with pytest.raises(ValidationError) as caught:
+            engine.create_task(_cron_task(expression))
+        messages = [p.message for p in caught.value.problems if p.path == CRON_PATH]
+        assert messages, caught.value.problems
+        assert field in messages[0], messages

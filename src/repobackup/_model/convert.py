@@ -26,7 +26,7 @@ from .task import (
 )
 from .times import format_datetime, naive_zone, parse_datetime
 
-__all__ = ["converter", "from_json", "parse_new_task", "to_json"]
+__all__ = ["converter", "from_json", "json_name", "parse_new_task", "to_json"]
 
 T = TypeVar("T")
 
@@ -44,6 +44,11 @@ _OMIT_IF_NONE = {
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def json_name(attribute: str) -> str:
+    """The JSON (camelCase) name of a model attribute, as the converter writes it."""
+    return _camel(attribute)
 
 
 def _strict(kind: type, label: str) -> Any:
@@ -249,7 +254,10 @@ def from_json(cls: type[T], data: Any, *, tz: tzinfo | None = None) -> T:
     """Build a *cls* from JSON data, or raise `ValidationError` listing every problem.
 
     Times without an offset are read in *tz* (default: the machine's local zone). For a
-    `BackupTask` the behaviour rules (safe name, patterns, cron, schedule) are checked too.
+    `BackupTask` the behaviour rules (safe name, patterns, cron, schedule) are checked too,
+    except that a task being read may lack a name (the spec's listed records have none); new
+    tasks go through `parse_new_task`. Whatever this accepts, it accepts again from
+    `to_json` of the result.
     """
     return _structure(cls, data, tz=tz, creating=False)
 
@@ -270,7 +278,12 @@ def _structure(cls: type[T], data: Any, *, tz: tzinfo | None, creating: bool) ->
         if cls is BackupTask:
             from .rules import task_problems
 
-            problems.extend(p for p in task_problems(data, creating=creating) if p not in problems)
+            # A task being read is checked in the form `to_json` writes it, so that whatever
+            # was read once reads again from its own output (defaults filled in included).
+            checked = data if creating or result is None else converter.unstructure(result)
+            problems.extend(
+                p for p in task_problems(checked, creating=creating) if p not in problems
+            )
     if problems:
         raise ValidationError(problems)
     return typing.cast(T, result)

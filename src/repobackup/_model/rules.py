@@ -63,7 +63,8 @@ def task_problems(data: Any, *, creating: bool = False) -> list[Problem]:
         problems.append(Problem("$.name", "required field missing"))
 
     name = data.get("name")
-    if isinstance(name, str) and (why := name_problem(name)):
+    # A task read back may have no name (it reads as ""); a new one must have a safe one.
+    if isinstance(name, str) and (creating or name) and (why := name_problem(name)):
         problems.append(Problem("$.name", why))
     location = data.get("storeLocation")
     if isinstance(location, str) and (why := _location_problem(location)):

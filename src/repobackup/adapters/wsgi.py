@@ -3,31 +3,18 @@ document; `bearer_token_authorizer`: the shared-token check `repobackup serve` u
 
 from __future__ import annotations
 
-import enum
 import hmac
 import http
 import json
 import logging
 import re
-import types
-import typing
 import unicodedata
 from collections.abc import Callable, Iterable
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qsl
 
-import attrs
-
-from .._model import task as _model
-from .._model.convert import to_json
-from .._model.ids import TASK_ID
-from .._tasks.store import MAX_PAGE_SIZE
 from ..exceptions import Problem
 from .json import (
-    DEFAULT_PAGE_NUMBER,
-    DEFAULT_PAGE_SIZE,
-    MAX_PAGE_NUMBER,
     METHOD_NOT_ALLOWED,
     PARAMETER_INVALID,
     PARAMETER_MISSING,
@@ -43,6 +30,7 @@ from .json import (
     envelope,
     problem_envelope,
 )
+from .openapi import BASE, openapi_document
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIEnvironment
@@ -66,7 +54,6 @@ Authorize = Callable[["WSGIEnvironment"], str]
 MAX_BODY: Final = 1 << 20
 """Largest request body read (bytes); a task is a few hundred bytes, so this is generous."""
 
-BASE: Final = "/job/api/job/backup"
 _EXECUTE = re.compile(r"(?:/job)?/api/job/backup/execute/([^/]+)")
 _MAX_USER = 128
 _MAX_QUERY_FIELDS = 50
@@ -347,289 +334,3 @@ def make_app(
     the user, else ``"anonymous"``. Bodies over *max_body* bytes get 413.
     """
     return _App(engine, authorize, max_body)
-
-
-# --- OpenAPI ----------------------------------------------------------------------------
-
-_REF = "#/components/schemas/"
-# Set by the engine, not by the caller; a request may carry them but they are ignored.
-_READ_ONLY = frozenset(
-    {
-        "id",
-        "state",
-        "created_by",
-        "created_date",
-        "last_modified_by",
-        "last_modified_date",
-        "start_date",
-        "end_date",
-        "last_run",
-    }
-)
-
-
-# The model gives these a default so that stored records lacking them can be read, but a
-# request creating a task must carry them.
-_REQUIRED_AT_CREATION = frozenset({(_model.BackupTask, "name")})
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
-def _type_schema(kind: Any, schemas: dict[str, Any]) -> dict[str, Any]:
-    origin = typing.get_origin(kind)
-    if origin in (typing.Union, types.UnionType):
-        members = [arg for arg in typing.get_args(kind) if arg is not type(None)]
-        inner = _type_schema(members[0], schemas)
-        # OpenAPI 3.0 ignores siblings of $ref, so a nullable reference goes through allOf.
-        return (
-            {"allOf": [inner], "nullable": True} if "$ref" in inner else {**inner, "nullable": True}
-        )
-    if origin is tuple:
-        return {"type": "array", "items": _type_schema(typing.get_args(kind)[0], schemas)}
-    if isinstance(kind, type) and issubclass(kind, enum.Enum):
-        if kind.__name__ not in schemas:
-            schemas[kind.__name__] = {
-                "type": "string",
-                "enum": [member.value for member in kind],
-                "description": _summary(kind),
-            }
-        return {"$ref": _REF + kind.__name__}
-    if isinstance(kind, type) and attrs.has(kind):
-        if kind.__name__ not in schemas:
-            schemas[kind.__name__] = {}  # placeholder first: the model may refer to itself
-            schemas[kind.__name__] = _class_schema(kind, schemas)
-        return {"$ref": _REF + kind.__name__}
-    simple: dict[Any, dict[str, Any]] = {
-        str: {"type": "string"},
-        bool: {"type": "boolean"},
-        int: {"type": "integer"},
-        float: {"type": "number"},
-        datetime: {"type": "string", "format": "date-time"},
-    }
-    return dict(simple[kind])
-
-
-def _class_schema(cls: type, schemas: dict[str, Any]) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    properties: dict[str, Any] = {}
-    required: list[str] = []
-    for field in attrs.fields(cls):
-        schema = _type_schema(hints[field.name], schemas)
-        if field.default is attrs.NOTHING or (cls, field.name) in _REQUIRED_AT_CREATION:
-            required.append(_camel(field.name))
-        else:
-            default = (
-                field.default.factory()
-                if isinstance(field.default, attrs.Factory)  # type: ignore[arg-type]
-                else field.default
-            )
-            schema = _with(schema, default=to_json(default))
-        if cls is _model.BackupTask and field.name in _READ_ONLY:
-            schema = _with(schema, readOnly=True)
-        properties[_camel(field.name)] = schema
-    result: dict[str, Any] = {
-        "type": "object",
-        "description": _summary(cls),
-        "properties": properties,
-        "additionalProperties": False,
-    }
-    if required:
-        result["required"] = required
-    return result
-
-
-def _with(schema: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    if "$ref" in schema:
-        return {"allOf": [schema], **extra}
-    return {**schema, **extra}
-
-
-def _summary(obj: Any) -> str:
-    return (obj.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
-
-
-def _envelope_schema(description: str, data: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "description": description,
-        "required": ["code", "message", "data", "traceId"],
-        "properties": {
-            "code": {"type": "integer", "description": "0 on success, else a message code"},
-            "message": {"type": "string", "nullable": True},
-            "data": data,
-            "traceId": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
-        },
-    }
-
-
-def _response(description: str, schema: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": _REF + schema}}},
-    }
-
-
-_ERRORS: Final = {
-    "400": "parameter missing (250103), invalid (250105) or body not JSON (250106)",
-    "401": "authentication required (250114)",
-    "500": "system error (250102)",
-}
-
-
-def _errors(*extra: tuple[str, str]) -> dict[str, Any]:
-    pairs = [*_ERRORS.items(), *extra]
-    return {status: _response(text, "ErrorEnvelope") for status, text in sorted(pairs)}
-
-
-def openapi_document() -> dict[str, Any]:
-    """The OpenAPI 3.0 description of the endpoints, its schemas derived from the model so
-    the two cannot drift apart."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        release = version("repobackup")
-    except PackageNotFoundError:
-        release = "0"
-    schemas: dict[str, Any] = {}
-    _type_schema(_model.BackupTask, schemas)
-    schemas["Problem"] = {
-        "type": "object",
-        "required": ["path", "message"],
-        "properties": {"path": {"type": "string"}, "message": {"type": "string"}},
-    }
-    schemas["BackupTaskPage"] = {
-        "type": "object",
-        "description": _summary(_model.Page),
-        "required": [
-            "pageNumber",
-            "pageSize",
-            "totalRecords",
-            "totalPages",
-            "records",
-            "count",
-            "page",
-        ],
-        "properties": {
-            "pageNumber": {"type": "integer", "minimum": 1},
-            "pageSize": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
-            "totalRecords": {"type": "integer", "minimum": 0},
-            "totalPages": {"type": "integer", "minimum": 0},
-            "records": {"type": "array", "items": {"$ref": _REF + "BackupTask"}},
-            "count": {"type": "integer", "description": "same as totalRecords"},
-            "page": {"type": "integer", "description": "same as pageNumber"},
-        },
-    }
-    schemas["TaskIdEnvelope"] = _envelope_schema(
-        "the id of the new task", {"type": "string", "pattern": TASK_ID.pattern}
-    )
-    schemas["EmptyEnvelope"] = _envelope_schema(
-        "the request was accepted", {"nullable": True, "enum": [None]}
-    )
-    schemas["TaskPageEnvelope"] = _envelope_schema(
-        "one page of tasks", {"$ref": _REF + "BackupTaskPage"}
-    )
-    schemas["ErrorEnvelope"] = _envelope_schema(
-        "an error; data lists the problems of a validation error, else null",
-        {"type": "array", "items": {"$ref": _REF + "Problem"}, "nullable": True},
-    )
-
-    task_id = {
-        "name": "taskId",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string", "pattern": TASK_ID.pattern},
-    }
-
-    def execute(operation_id: str) -> dict[str, Any]:
-        return {
-            "post": {
-                "operationId": operation_id,
-                "summary": "Start a task now, in the background",
-                "parameters": [task_id],
-                "responses": {
-                    "200": _response("the run has started", "EmptyEnvelope"),
-                    **_errors(
-                        ("404", "no such task (250108)"),
-                        ("409", "the task is already running (250128)"),
-                    ),
-                },
-            }
-        }
-
-    return {
-        "openapi": "3.0.3",
-        "info": {
-            "title": "repobackup backup and restore API",
-            "version": release,
-            "description": (
-                "Create, start and list backup and restore tasks. Every response is an "
-                "envelope {code, message, data, traceId}; code 0 means success."
-            ),
-        },
-        "paths": {
-            BASE: {
-                "post": {
-                    "operationId": "createTask",
-                    "summary": "Create a backup or restore task",
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": {"$ref": _REF + "BackupTask"}}},
-                    },
-                    "responses": {
-                        "200": _response("the task was created", "TaskIdEnvelope"),
-                        **_errors(("413", "request body too large (250105)")),
-                    },
-                }
-            },
-            f"{BASE}/execute/{{taskId}}": execute("executeTask"),
-            "/api/job/backup/execute/{taskId}": execute("executeTaskUnprefixed"),
-            f"{BASE}/tasks": {
-                "get": {
-                    "operationId": "listTasks",
-                    "summary": "List tasks, newest first",
-                    "parameters": [
-                        {
-                            "name": "state",
-                            "in": "query",
-                            "schema": {"$ref": _REF + "TaskState"},
-                        },
-                        {
-                            "name": "pageSize",
-                            "in": "query",
-                            "schema": {
-                                "type": "integer",
-                                "minimum": 1,
-                                "maximum": MAX_PAGE_SIZE,
-                                "default": DEFAULT_PAGE_SIZE,
-                            },
-                        },
-                        {
-                            "name": "pageNumber",
-                            "in": "query",
-                            "schema": {
-                                "type": "integer",
-                                "minimum": 1,
-                                "maximum": MAX_PAGE_NUMBER,
-                                "default": DEFAULT_PAGE_NUMBER,
-                            },
-                        },
-                    ],
-                    "responses": {
-                        "200": _response("one page of tasks", "TaskPageEnvelope"),
-                        **_errors(),
-                    },
-                }
-            },
-        },
-        "components": {
-            "schemas": schemas,
-            "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer"},
-                "repositoryUser": {"type": "apiKey", "in": "header", "name": "X-BKREPO-UID"},
-            },
-        },
-        "security": [{"bearer": []}, {"repositoryUser": []}, {}],
-    }
