@@ -33,8 +33,8 @@ from repobackup._backends.sqlite import SqliteRepository
 from repobackup.cli import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
-    EXIT_NOT_FOUND,
     EXIT_OK,
+    EXIT_PARTIAL,
     EXIT_USAGE,
     TOKEN_ENV,
     build_parser,
@@ -231,13 +231,16 @@ class TestBackupAndRestore:
         assert not list((tmp_path / "store").rglob("manifest.json"))
 
     def test_continue_finishes_with_warnings(self, cli: Any, source: Path, tmp_path: Path) -> None:
-        """Under CONTINUE the same missing blob is a warning: exit 0, the error in the summary."""
+        """Under CONTINUE the same missing blob lets the run finish: exit 3, the error in the
+        summary, and the warning says "1 error"."""
         victim = next(p for p in sorted((tmp_path / "source.db.blobs").rglob("*")) if p.is_file())
         victim.unlink()
         result = backup(cli, source, tmp_path / "store", "--all", "--json")
-        assert result.code == EXIT_OK
-        assert [e["key"] for e in result.json()["errors"]] == [victim.name]
-        assert "finished with 1 errors" in result.err
+        assert result.code == EXIT_PARTIAL
+        summary = result.json()
+        assert summary["state"] == "FINISHED"
+        assert [e["key"] for e in summary["errors"]] == [victim.name]
+        assert "finished with 1 error\n" in result.err
 
     def test_restore_from_nowhere_fails(self, cli: Any, tmp_path: Path) -> None:
         """A restore whose store holds no backup ends FAILED and says so: exit 1."""
@@ -282,7 +285,7 @@ class TestBackupAndRestore:
         second = backup(cli, source, tmp_path / "store", "--project-id", "beta", "--json").json()
         assert second["taskId"] == first["taskId"]
         assert second["location"] != first["location"]
-        shown = cli("tasks", first["taskId"], "-r", source, "--json").json()
+        shown = cli("tasks", "show", first["taskId"], "-r", source, "--json").json()
         assert len(shown["runs"]) == 2
         assert shown["task"]["content"]["commonData"] is False
         assert shown["task"]["content"]["projects"][0]["projectId"] == "beta"
@@ -396,21 +399,23 @@ class TestTasks:
 
     def test_show_one(self, cli: Any, source: Path, history: list[str]) -> None:
         """`tasks TASK_ID` shows the task and its run history."""
-        shown = cli("tasks", history[0], "-r", source, "--json").json()
+        shown = cli("tasks", "show", history[0], "-r", source, "--json").json()
         assert shown["task"]["name"] == "first"
         assert [run["state"] for run in shown["runs"]] == ["FINISHED"]
-        text = cli("tasks", history[0], "-r", source)
+        text = cli("tasks", "show", history[0], "-r", source)
         assert "runs (newest first)" in text.out
 
-    def test_unknown_task_exits_3(self, cli: Any, source: Path, history: list[str]) -> None:
-        """An id no task has exits 3, for `tasks ID` and for `run ID` alike."""
+    def test_unknown_task_is_a_usage_error(
+        self, cli: Any, source: Path, history: list[str]
+    ) -> None:
+        """An id no task has exits 2, for `tasks show ID` and for `run ID` alike."""
         missing = "0" * 24
-        shown = cli("tasks", missing, "-r", source)
-        assert shown.code == EXIT_NOT_FOUND
+        shown = cli("tasks", "show", missing, "-r", source)
+        assert shown.code == EXIT_USAGE
         assert missing in shown.err
         ran = cli("run", missing, "-r", source)
-        assert ran.code == EXIT_NOT_FOUND
-        assert cli("run", "not-an-id", "-r", source).code == EXIT_NOT_FOUND
+        assert ran.code == EXIT_USAGE
+        assert cli("run", "not-an-id", "-r", source).code == EXIT_USAGE
 
     def test_missing_database_is_not_created(self, cli: Any, tmp_path: Path) -> None:
         """Listing a task database that does not exist says so and creates nothing."""
