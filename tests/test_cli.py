@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from repobackup.cli import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_PARTIAL,
+    EXIT_TERMINATED,
     EXIT_USAGE,
     TOKEN_ENV,
     build_parser,
@@ -846,3 +848,215 @@ def test_console_script(tmp_path: Path) -> None:
     )  # fmt: skip
     assert missing.returncode == EXIT_USAGE
     assert textwrap.shorten(missing.stderr, 30).startswith("error: no task database")
+
+
+def cli_process(
+    *argv: str | Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``python -m repobackup.cli ARGV`` as a real process, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "repobackup.cli", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        check=False,
+    )
+
+
+def slow_env(plugins: Path, marker: Path, delay: str) -> dict[str, str]:
+    """The environment of a child whose ``slow:`` backend streams records *delay* s apart."""
+    return {
+        "PYTHONPATH": os.pathsep.join([str(plugins), os.environ.get("PYTHONPATH", "")]),
+        "SLOW_MARKER": str(marker),
+        "SLOW_DELAY": delay,
+    }
+
+
+def mid_backup(process: subprocess.Popen[str], marker: Path, folder: Path) -> None:
+    """Wait until *process* is writing a backup in *folder* (its ``.partial`` exists)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        started = marker.exists() and folder.is_dir()
+        if started and [p for p in folder.iterdir() if p.name.endswith(".partial")]:
+            time.sleep(0.3)  # a few records in: the member files are open
+            return
+        time.sleep(0.05)
+    process.kill()
+    pytest.fail(f"the backup never got under way: {process.communicate()}")
+
+
+def looks_complete(store: Path) -> list[Path]:
+    """Whatever in *store* a restore would take for a complete backup."""
+    return [*store.rglob("manifest.json"), *(p for p in store.rglob("*.zip") if p.is_file())]
+
+
+@pytest.mark.slow
+class TestExitCodes:
+    """The exit codes of DESIGN section 8, seen from a real process."""
+
+    def test_each_outcome(self, source: Path, tmp_path: Path) -> None:
+        """0 clean, 3 finished with a failed blob (CONTINUE), 1 FAILED (FAST_FAIL), 2 usage;
+        verify 0 sound and 1 damaged; --json says the same as the code."""
+        store = tmp_path / "store"
+        args = ["backup", "-r", source, "--store", store, "--name", "nightly", "--all", "--json"]
+        clean = cli_process(*args)
+        assert clean.returncode == EXIT_OK, clean.stderr
+        location = Path(json.loads(clean.stdout)["location"])
+        assert cli_process("verify", location).returncode == EXIT_OK
+        victim = next(p for p in sorted((tmp_path / "source.db.blobs").rglob("*")) if p.is_file())
+        victim.unlink()
+        partial = cli_process(*args)
+        assert partial.returncode == EXIT_PARTIAL, partial.stderr
+        summary = json.loads(partial.stdout)
+        assert summary["state"] == "FINISHED"
+        assert summary["counts"]["blobsFailed"] == 1
+        failed = cli_process(*args, "--error-strategy", "FAST_FAIL")
+        assert failed.returncode == EXIT_FAILED
+        assert json.loads(failed.stdout)["state"] == "FAILED"
+        assert cli_process("backup", "--nope").returncode == EXIT_USAGE
+        assert cli_process(*args[:-2]).returncode == EXIT_USAGE  # no content option
+        blob = next(p for p in sorted((location / "blobs").rglob("*")) if p.is_file())
+        blob.write_bytes(b"tampered")
+        damaged = cli_process("verify", location)
+        assert damaged.returncode == EXIT_FAILED
+        assert "Traceback" not in damaged.stderr
+
+    def test_sigterm_mid_backup(self, source: Path, tmp_path: Path) -> None:
+        """SIGTERM while a backup is being written: exit 143, the task FAILED (not RUNNING),
+        no backup that looks complete and no partial left."""
+        plugins, marker, store = (
+            install_plugin(tmp_path / "plugins"),
+            tmp_path / "m",
+            tmp_path / "s",
+        )
+        tasks_db = tmp_path / "tasks.sqlite"
+        process = spawn(
+            "backup", "-r", f"slow:{source}", "--store", store, "--name", "nightly", "--all",
+            "--compress", "--no-space-check", "--tasks-db", tasks_db, "--json",
+            env=slow_env(plugins, marker, "0.2"),
+        )  # fmt: skip
+        mid_backup(process, marker, store / "nightly")
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == EXIT_TERMINATED, err
+        assert "terminated" in err
+        assert "Traceback" not in err
+        assert json.loads(out)["state"] == "FAILED"  # --json reports the run it recorded
+        assert not looks_complete(store)
+        assert not [p for p in store.rglob("*") if p.name.endswith(".partial")]
+        with SqliteTaskStore(tasks_db) as tasks:
+            (task,) = tasks.list().records
+            assert not tasks.leases()
+        assert task.state is TaskState.FAILED
+        assert task.last_run is not None
+        assert task.last_run.state is TaskState.FAILED
+
+    def test_sigkill_then_the_same_command(self, source: Path, tmp_path: Path) -> None:
+        """A backup killed with SIGKILL leaves its task RUNNING; the same command run again
+        ends that run first (FAILED, its partial removed) and then backs up: exit 0."""
+        plugins, marker, store = (
+            install_plugin(tmp_path / "plugins"),
+            tmp_path / "m",
+            tmp_path / "s",
+        )
+        tasks_db = tmp_path / "tasks.sqlite"
+        args = [
+            "backup", "-r", f"slow:{source}", "--store", store, "--name", "nightly", "--all",
+            "--no-space-check", "--tasks-db", tasks_db,
+        ]  # fmt: skip
+        process = spawn(*args, env=slow_env(plugins, marker, "0.2"))
+        mid_backup(process, marker, store / "nightly")
+        process.kill()
+        process.communicate(timeout=60)
+        with SqliteTaskStore(tasks_db) as tasks:
+            (task,) = tasks.list().records
+        assert task.state is TaskState.RUNNING  # what a killed process leaves behind
+        again = cli_process(*args, "--json", env=slow_env(plugins, marker, "0"))
+        assert again.returncode == EXIT_OK, again.stderr
+        assert "ended its earlier run" in again.stderr
+        summary = json.loads(again.stdout)
+        assert summary["taskId"] == task.id
+        assert [p.name for p in looks_complete(store)] == ["manifest.json"]
+        assert not [p for p in store.rglob("*") if p.name.endswith(".partial")]
+        with SqliteTaskStore(tasks_db) as tasks:
+            runs = tasks.runs(summary["taskId"])
+        assert [r.state for r in runs] == [TaskState.FINISHED, TaskState.FAILED]
+        assert runs[1].errors[0].message == "interrupted"
+
+    def test_missing_repository_is_never_created(self, tmp_path: Path) -> None:
+        """backup (and serve, and run of a backup task) of a repository path that does not
+        exist: exit 1 naming the path, and no file or folder appears."""
+        missing = tmp_path / "not-mounted" / "data" / "server.db"
+        store = tmp_path / "store"
+        result = cli_process("backup", "-r", missing, "--store", store, "--name", "n", "--all")
+        assert result.returncode == EXIT_FAILED
+        assert str(missing) in result.stderr
+        assert "does not exist" in result.stderr
+        assert not (tmp_path / "not-mounted").exists()
+        assert not store.exists()
+        served = cli_process("serve", "-r", missing, "--port", "0")
+        assert served.returncode == EXIT_FAILED
+        assert not (tmp_path / "not-mounted").exists()
+        sqlite = cli_process("backup", "-r", f"sqlite:{missing}", "--store", store, "--name",
+                             "n", "--all", "--tasks-db", tmp_path / "t.sqlite")  # fmt: skip
+        assert sqlite.returncode == EXIT_FAILED
+        assert not (tmp_path / "not-mounted").exists()
+        assert not store.exists()
+
+    def test_run_of_a_backup_task_needs_its_repository(self, source: Path, tmp_path: Path) -> None:
+        """`run` of a stored backup task whose repository is gone fails and creates nothing."""
+        tasks_db = tmp_path / "tasks.sqlite"
+        created = cli_process("backup", "-r", source, "--store", tmp_path / "s", "--name", "n",
+                              "--all", "--cron", "0 2 * * *", "--tasks-db", tasks_db,
+                              "--json")  # fmt: skip
+        assert created.returncode == EXIT_OK, created.stderr
+        task_id = json.loads(created.stdout)["id"]
+        moved = tmp_path / "gone.db"
+        ran = cli_process("run", task_id, "-r", moved, "--tasks-db", tasks_db)
+        assert ran.returncode == EXIT_FAILED
+        assert str(moved) in ran.stderr
+        assert not moved.exists()
+
+
+def many_files(path: Path, count: int) -> Path:
+    """A repository with *count* small files under long paths (a listing bigger than a pipe's
+    buffer)."""
+    with SqliteRepository(path) as repo:
+        repo.put_project("big")
+        repo.put_repository("big", "files")
+        for number in range(count):
+            name = f"/some/deeply/nested/folder/of/artifacts/release-{number:05d}/artifact.bin"
+            repo.put_file("big", "files", name, number.to_bytes(4, "big"))
+    return path
+
+
+@pytest.mark.slow
+class TestBrokenPipe:
+    """A reader that stops early (``| head -1``) ends the command quietly."""
+
+    def test_head_one(self, tmp_path: Path) -> None:
+        """`ls --files | head -1` through a real shell pipe prints one path and no noise,
+        every time; the command itself exits 0."""
+        repo = many_files(tmp_path / "big.db", 1500)
+        made = cli_process("backup", "-r", repo, "--store", tmp_path / "s", "--name", "n",
+                           "--all", "--json")  # fmt: skip
+        location = json.loads(made.stdout)["location"]
+        command = [sys.executable, "-m", "repobackup.cli", "ls", "--files", location]
+        for _ in range(4):
+            piped = subprocess.run(
+                f"{shlex.join(command)} | head -1",
+                shell=True, capture_output=True, text=True, timeout=120, check=False,
+            )  # fmt: skip
+            assert piped.stdout.startswith("big/files/some/deeply/"), piped
+            assert piped.stdout.count("\n") == 1
+            assert piped.stderr == ""
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            assert process.stdout is not None
+            assert process.stderr is not None
+            assert process.stdout.readline()
+            process.stdout.close()
+            err = process.stderr.read()
+            assert process.wait(timeout=60) == EXIT_OK
+            assert b"Broken pipe" not in err
+            assert b"Exception ignored" not in err

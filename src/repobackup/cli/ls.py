@@ -60,6 +60,8 @@ def _ls(args: argparse.Namespace, out: Output) -> int:
     try:
         if args.files:
             for reader in chain:
+                if len(chain) > 1:  # which backup of the chain each part comes from
+                    out.note(f"files in {reader.location}:")
                 _list_files(reader, args, out)
         elif args.json:
             out.json([{"location": r.location, "manifest": r.manifest} for r in chain])
@@ -200,7 +202,6 @@ def _show_backup(location: str, manifest: Mapping[str, Any], out: Output) -> Non
 def _list_files(reader: BackupReader, args: argparse.Namespace, out: Output) -> None:
     """Every file a backup holds, as it streams from the archive (nothing is held)."""
     name = str(reader.manifest.get("name", reader.location))
-    out.note(f"files in {reader.location}:")
     for entry in reader.manifest.get("members", []):
         if not isinstance(entry, dict) or entry.get("collection") != "node":
             continue
