@@ -3,6 +3,7 @@ processes for serving, Ctrl-C and the console script."""
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -1060,3 +1061,204 @@ class TestBrokenPipe:
             assert process.wait(timeout=60) == EXIT_OK
             assert b"Broken pipe" not in err
             assert b"Exception ignored" not in err
+
+
+class TestPolish:
+    """Global options anywhere, help everywhere, plurals, hints and quiet notes."""
+
+    def test_global_options_before_or_after(self, cli: Any, source: Path, tmp_path: Path) -> None:
+        """--json and --plain work before the command as well as after it."""
+        before = cli("--json", "backup", "-r", source, "--store", tmp_path / "a", "--name", "n",
+                     "--all")  # fmt: skip
+        assert before.code == EXIT_OK, before.err
+        assert before.json()["state"] == "FINISHED"
+        after = cli("backup", "-r", source, "--store", tmp_path / "b", "--name", "n", "--all",
+                    "--json")  # fmt: skip
+        assert after.json()["state"] == "FINISHED"
+        listing = cli("--json", "tasks", "-r", source)
+        assert listing.json()["totalRecords"] == 2
+        assert cli("-v", "--plain", "tasks", "list", "-r", source, "--json").code == EXIT_OK
+
+    def test_every_command_has_help(self) -> None:
+        """Each command (and each `tasks` action) has a one-line help and a description."""
+        parser = build_parser()
+        (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        helps = {choice.dest: choice.help for choice in commands._choices_actions}
+        assert set(helps) == set(commands.choices)
+        for name, sub in commands.choices.items():
+            assert helps[name], name
+            assert sub.description, name
+        assert {"list", "show"} <= set(
+            next(
+                a for a in commands.choices["tasks"]._actions
+                if isinstance(a, argparse._SubParsersAction)
+            ).choices
+        )  # fmt: skip
+
+    def test_plurals(self, cli: Any, tmp_path: Path) -> None:
+        """One of a thing is named in the singular: "1 repository", "1 record", "1 blob"."""
+        with SqliteRepository(tmp_path / "one.db") as repo:
+            repo.put_file("solo", "only", "/a.txt", b"a")
+        made = cli("backup", "-r", tmp_path / "one.db", "--store", tmp_path / "s", "--name", "n",
+                   "--project-id", "solo", "--json")  # fmt: skip
+        location = made.json()["location"]
+        listing = cli("ls", location, "--plain")
+        assert "1 (1 repository)" in listing.out
+        checked = cli("verify", location)
+        assert "1 record and 1 blob match" in checked.out
+        assert "repositories)" not in listing.out
+
+    def test_free_space_note_only_when_verbose(self, cli: Any, source: Path) -> None:
+        """On a store whose free space cannot be known the note shows only with --verbose."""
+        args = ["backup", "-r", source, "--store", "memory://notes", "--name", "n", "--all"]
+        quiet = cli(*args)
+        assert quiet.code == EXIT_OK, quiet.err
+        assert "cannot be known" not in quiet.out + quiet.err
+        verbose = cli(*args, "--verbose")
+        assert verbose.code == EXIT_OK, verbose.err
+        assert "cannot be known" in verbose.err
+        assert cli(*args, "--json").json()["notes"]  # the JSON summary keeps every note
+
+    def test_restore_is_named_after_its_backup(
+        self, cli: Any, source: Path, tmp_path: Path
+    ) -> None:
+        """A restore task takes its name from the backup it restores, not "restore"."""
+        location = backup(cli, source, tmp_path / "store", "--all", "--json").json()["location"]
+        target = tmp_path / "copy.db"
+        whole = cli("restore", "-r", target, "--store", tmp_path / "store" / "nightly", "--all")
+        one = cli("restore", "-r", target, "--store", location, "--all")
+        assert whole.code == one.code == EXIT_OK
+        names = [t["name"] for t in cli("tasks", "-r", target, "--json").json()["records"]]
+        assert names == [f"restore-{Path(location).name}", "restore-nightly"]
+
+    def test_s3_install_hint(self, source: Path, tmp_path: Path) -> None:
+        """Without s3fs an s3:// store is refused with the extra to install, by name."""
+        blocker = tmp_path / "blocker"
+        blocker.mkdir()
+        (blocker / "sitecustomize.py").write_text("import sys\nsys.modules['s3fs'] = None\n")
+        path = os.pathsep.join([str(blocker), os.environ.get("PYTHONPATH", "")])
+        result = cli_process("backup", "-r", source, "--store", "s3://bucket/backups", "--name",
+                             "n", "--all", env={"PYTHONPATH": path})  # fmt: skip
+        assert result.returncode == EXIT_USAGE
+        assert "pip install 'repobackup[s3]'" in result.stderr
+
+
+class TestListing:
+    """`ls --files`, stores of several task folders, and task ids by prefix or name."""
+
+    def test_files(self, cli: Any, source: Path, tmp_path: Path) -> None:
+        """--files prints every file path, one per line; with --json, one JSON line each."""
+        location = backup(cli, source, tmp_path / "s", "--all", "--compress", "--json").json()
+        listed = cli("ls", "--files", location["location"])
+        assert listed.code == EXIT_OK, listed.err
+        lines = listed.out.splitlines()
+        assert "alpha/libs/dir/file-0.bin" in lines
+        assert "beta/docs/LICENSE" in lines
+        assert len(lines) == 16
+        streamed = cli("ls", "--files", "--json", location["location"]).out
+        records = [json.loads(line) for line in streamed.splitlines()]
+        assert {r["path"] for r in records} >= {"/dir/file-1.bin", "/LICENSE"}
+        assert all(len(r["sha256"]) == 64 for r in records)
+
+    def test_files_of_an_increment_chain(self, cli: Any, source: Path, tmp_path: Path) -> None:
+        """--files of a task folder lists each backup of the chain, deletions marked."""
+        store = tmp_path / "store"
+        assert backup(cli, source, store, "--all").code == EXIT_OK
+        with SqliteRepository(source) as repo:
+            repo.delete_file("beta", "docs", "/LICENSE")
+        assert backup(cli, source, store, "--all", "--increment").code == EXIT_OK
+        listed = cli("ls", "--files", store / "nightly")
+        assert "beta/docs/LICENSE (deleted)" in listed.out.splitlines()
+        assert listed.err.count("files in") == 2
+
+    def test_store_of_several_task_folders(self, cli: Any, source: Path, tmp_path: Path) -> None:
+        """ls of a store holding several task folders lists each with its backups."""
+        store = tmp_path / "store"
+        for name in ("nightly", "weekly"):
+            made = cli("backup", "-r", source, "--store", store, "--name", name, "--all")
+            assert made.code == EXIT_OK
+        result = cli("ls", store, "--plain")
+        assert result.code == EXIT_OK, result.err
+        assert "2 task folders in" in result.out
+        assert re.search(r"nightly\s+1\s+nightly-\d{8}\.\d{6}", result.out)
+        assert "backups in weekly" in result.out
+        entries = cli("ls", store, "--json").json()
+        assert [e["taskFolder"] for e in entries] == ["nightly", "weekly"]
+        assert cli("ls", "--files", store).code == EXIT_USAGE
+
+    @pytest.fixture(name="tasks_made")
+    def _tasks_made(self, cli: Any, source: Path, tmp_path: Path) -> list[dict[str, Any]]:
+        made = []
+        for name in ("alpha-nightly", "beta-nightly"):
+            result = cli("backup", "-r", source, "--store", tmp_path / "s", "--name", name,
+                         "--all", "--cron", "0 2 * * *", "--json")  # fmt: skip
+            assert result.code == EXIT_OK, result.err
+            made.append(result.json())
+        return made
+
+    def test_prefix_and_name(
+        self, cli: Any, source: Path, tasks_made: list[dict[str, Any]]
+    ) -> None:
+        """A task is found by a unique id prefix, or by a name no other task has."""
+        first = tasks_made[0]["id"]
+        others = [t["id"] for t in tasks_made[1:]]
+        prefix = next(
+            first[:n] for n in range(1, 25) if not any(o.startswith(first[:n]) for o in others)
+        )
+        shown = cli("tasks", "show", prefix, "-r", source, "--json")
+        assert shown.code == EXIT_OK, shown.err
+        assert shown.json()["task"]["id"] == first
+        by_name = cli("tasks", "show", "beta-nightly", "-r", source, "--json")
+        assert by_name.json()["task"]["id"] == tasks_made[1]["id"]
+        ran = cli("run", "alpha-nightly", "-r", source, "--json")
+        assert ran.code == EXIT_OK, ran.err
+        assert ran.json()["taskId"] == first
+
+    def test_ambiguous_prefix(
+        self, cli: Any, source: Path, tasks_made: list[dict[str, Any]]
+    ) -> None:
+        """A prefix two tasks share is a usage error that lists both."""
+        ids = [t["id"] for t in tasks_made]
+        common = next(n for n in range(24) if ids[0][n] != ids[1][n])
+        assert common > 0  # ids begin with the time they were made
+        result = cli("run", ids[0][:common], "-r", source)
+        assert result.code == EXIT_USAGE
+        assert "ambiguous" in result.err
+        for task_id in ids:
+            assert task_id in result.err
+
+    def test_show_details(self, cli: Any, source: Path, tmp_path: Path) -> None:
+        """`tasks show` gives the cron expression, the last run's state, end and first error."""
+        made = cli("backup", "-r", source, "--store", tmp_path / "s", "--name", "n", "--all",
+                   "--cron", "0 3 * * *", "--json").json()  # fmt: skip
+        victim = next(p for p in sorted((tmp_path / "source.db.blobs").rglob("*")) if p.is_file())
+        victim.unlink()
+        ran = cli("run", made["id"], "-r", source, "--error-strategy", "FAST_FAIL")
+        assert ran.code == EXIT_USAGE  # `run` takes no task options
+        assert cli("run", made["id"], "-r", source).code == EXIT_PARTIAL
+        shown = cli("tasks", "show", made["id"], "-r", source, "--plain")
+        assert shown.code == EXIT_OK, shown.err
+        assert re.search(r"schedule\s+cron 0 3 \* \* \*", shown.out)
+        assert re.search(r"last run\s+FINISHED", shown.out)
+        assert re.search(r"last run ended\s+\d{4}-\d\d-\d\dT", shown.out)
+        assert re.search(rf"first error\s+blob {victim.name}", shown.out)
+
+    def test_list_has_last_run_and_fits(self, cli: Any, source: Path, tmp_path: Path) -> None:
+        """The task list shows each last run (state, end, first error) within 120 columns,
+        and the shortened ids it shows name their tasks."""
+        long_store = tmp_path / ("a-very-long-folder-name-" * 4) / "backups"
+        for name in ("nightly-" + "x" * 40, "weekly"):  # one process each, as in real use
+            made = cli_process("backup", "-r", source, "--store", long_store, "--name", name,
+                               "--all")  # fmt: skip
+            assert made.returncode == EXIT_OK, made.stderr
+        cli_process("restore", "-r", tmp_path / "t.db", "--store", tmp_path / "none", "--all",
+                    "--tasks-db", tmp_path / "source.db.tasks.sqlite")  # fmt: skip
+        result = cli("tasks", "-r", source, "--plain")
+        assert result.code == EXIT_OK
+        assert max(len(line) for line in result.out.splitlines()) <= 120
+        assert "last run" in result.out
+        assert re.search(r"FAILED \d{4}-\d\d-\d\d \d\d:\d\d: no backup", result.out)
+        rows = [line.split() for line in result.out.splitlines()[3:]]
+        for row in rows:
+            assert len(row[0]) < 24
+            assert cli("tasks", "show", row[0], "-r", source).code == EXIT_OK

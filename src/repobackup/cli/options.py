@@ -17,6 +17,7 @@ __all__ = [
     "GLOBAL_DEFAULTS",
     "Parents",
     "Register",
+    "global_options",
     "json_argument",
     "make_parents",
     "port",
@@ -67,7 +68,9 @@ def port(text: str) -> int:
     return value
 
 
-def _global_options() -> argparse.ArgumentParser:
+def global_options() -> argparse.ArgumentParser:
+    """The global options; a fresh parser each call (`set_defaults` on the top parser
+    changes its actions, which must not reach the commands' copies)."""
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("global options (before or after the command)")
     # SUPPRESS: an option given before the command is not reset by the command's default.
@@ -170,4 +173,4 @@ Register = Callable[[Any, Parents], None]
 
 def make_parents() -> Parents:
     """Fresh option groups (argparse parents are copied into each parser that uses them)."""
-    return Parents(_global_options(), _repository_options(), _task_options())
+    return Parents(global_options(), _repository_options(), _task_options())

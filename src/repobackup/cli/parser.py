@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from . import backup, demo, ls, restore, run, serve, tasks, verify
-from .options import GLOBAL_DEFAULTS, Register, make_parents
+from .options import GLOBAL_DEFAULTS, Register, global_options, make_parents
 
 __all__ = ["build_parser"]
 
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
         "files and common data.",
         epilog="Exit codes: 0 done, 1 failed, 2 usage error, 3 finished with errors, "
         "130 interrupted, 143 terminated (see docs/cli.md).",
-        parents=[parents.common],
+        parents=[global_options()],
     )
     parser.set_defaults(**GLOBAL_DEFAULTS)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")

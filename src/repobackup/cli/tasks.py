@@ -61,10 +61,12 @@ def _list_options(parser: argparse.ArgumentParser) -> None:
 
 def register(commands: Any, parents: Parents) -> None:
     """Add `tasks` (with `list` and `show`) to the subparsers *commands*."""
+    # Two copies of the database options: `set_defaults` below changes the actions of the
+    # parser it is called on, and must not reset what `list` and `show` were given.
     where = _where()
     tasks = commands.add_parser(
         "tasks",
-        parents=[parents.common, where],
+        parents=[parents.common, _where()],
         help="list tasks with their last run, or show one",
         description="List the tasks of a task database, newest first, with their last run "
         "(`tasks` or `tasks list`), or show one task (`tasks show TASK`). TASK is an id, a "
@@ -103,10 +105,10 @@ def _list(args: argparse.Namespace, out: Output) -> int:
         f"{page.total_records} in all)",
         [
             "id",
-            Column("name", shrink=True, min_width=10),
+            Column("name", shrink=True, min_width=12),
             "type",
             "state",
-            Column("last run", shrink=True, min_width=30),
+            Column("last run", shrink=True, min_width=44),
             Column("location", shrink=True, min_width=12, keep_end=True),
         ],
         [
@@ -127,7 +129,8 @@ def _list(args: argparse.Namespace, out: Output) -> int:
 def _last_run(run: RunSummary | None) -> str:
     if run is None:
         return "never"
-    text = f"{run.state.value} {when(run.ended)}".strip()
+    ended = run.ended.strftime("%Y-%m-%d %H:%M") if run.ended else ""
+    text = f"{run.state.value} {ended}".strip()
     if run.errors:
         text += f": {run.errors[0].message}"
     return text
