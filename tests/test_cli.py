@@ -22,7 +22,14 @@ from typing import Any
 import attrs
 import pytest
 
-from repobackup import BackendError, RunSummary, SqliteTaskStore, TaskState, from_json
+from repobackup import (
+    BackendError,
+    RunSummary,
+    SqliteRepository,
+    SqliteTaskStore,
+    TaskState,
+    from_json,
+)
 from repobackup._backends.registry import (
     ENTRY_POINT_GROUP,
     UnknownBackendError,
@@ -31,7 +38,6 @@ from repobackup._backends.registry import (
     split_spec,
     sqlite_path,
 )
-from repobackup._backends.sqlite import SqliteRepository
 from repobackup.cli import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -578,7 +584,7 @@ import os
 import time
 from pathlib import Path
 
-from repobackup._backends.sqlite import SqliteRepository
+
 
 
 class SlowRepository(SqliteRepository):

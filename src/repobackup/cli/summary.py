@@ -28,13 +28,15 @@ def execute(engine: Engine, task_id: str, args: argparse.Namespace, out: Output)
 
     Ctrl-C or SIGTERM goes through (the engine ends the run FAILED first); with --json the
     run it recorded is printed before, so that a script sees the same outcome."""
+    began = engine.now()
     try:
         summary = engine.execute(task_id)
     except KeyboardInterrupt:
         if args.json:
             with contextlib.suppress(Exception):
                 last = engine.get_task(task_id).last_run
-                if last is not None:
+                # Only this run's summary: an interrupt before it started leaves the last one.
+                if last is not None and last.ended is not None and last.ended >= began:
                     out.json(to_json(last))
         raise
     return report(summary, args, out)
