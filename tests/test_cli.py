@@ -584,7 +584,7 @@ import os
 import time
 from pathlib import Path
 
-
+from repobackup import SqliteRepository
 
 
 class SlowRepository(SqliteRepository):
