@@ -1085,6 +1085,18 @@ class TestPolish:
         assert listing.json()["totalRecords"] == 2
         assert cli("-v", "--plain", "tasks", "list", "-r", source, "--json").code == EXIT_OK
 
+    def test_json_errors(self, cli: Any, source: Path, tmp_path: Path) -> None:
+        """With --json an error that ends the command before any run still puts its outcome
+        on stdout: the exit code, the message and any problems."""
+        missing = cli("--json", "backup", "-r", tmp_path / "nope.db", "--store", tmp_path / "s",
+                      "--name", "n", "--all")  # fmt: skip
+        assert missing.code == EXIT_FAILED
+        assert missing.json()["exitCode"] == EXIT_FAILED
+        assert "nope.db" in missing.json()["error"]
+        invalid = backup(cli, source, tmp_path / "s", "--json")
+        assert invalid.code == EXIT_USAGE
+        assert invalid.json()["problems"][0]["path"] == "$.content"
+
     def test_every_command_has_help(self) -> None:
         """Each command (and each `tasks` action) has a one-line help and a description."""
         parser = build_parser()

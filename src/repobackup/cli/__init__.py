@@ -10,6 +10,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import Any
 
 from ..exceptions import RepoBackupError, TaskNotFoundError, ValidationError
 from .exits import (
@@ -106,8 +107,19 @@ def _run(args: argparse.Namespace, out: Output) -> int:
         out.closed = True
         return EXIT_OK
     except Exception as exc:
-        return _failed(exc, args, out)
+        code = _failed(exc, args, out)
+        if args.json:
+            # A script reading stdout gets the outcome too, not an empty document.
+            out.json(_error_json(exc, code))
     return code
+
+
+def _error_json(exc: Exception, code: int) -> dict[str, Any]:
+    message = exc.message if isinstance(exc, RepoBackupError) else str(exc)
+    data: dict[str, Any] = {"exitCode": code, "error": message}
+    if isinstance(exc, ValidationError):
+        data["problems"] = [{"path": p.path, "message": p.message} for p in exc.problems]
+    return data
 
 
 def _failed(exc: Exception, args: argparse.Namespace, out: Output) -> int:
