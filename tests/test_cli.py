@@ -401,8 +401,10 @@ class TestTasks:
         """Without --json the tasks come out as a table naming id, name and state."""
         result = cli("tasks", "-r", source)
         assert result.code == EXIT_OK
-        for task_id in history:
-            assert task_id in result.out
+        shown = [line.split()[0] for line in result.out.splitlines()[3:]]
+        for task_id in history:  # each id shown as a prefix that names it alone
+            (prefix,) = [p for p in shown if task_id.startswith(p)]
+            assert len(prefix) >= 8
         assert "second" in result.out
         assert "FAILED" in result.out
 
@@ -662,6 +664,25 @@ class TestOutput:
                      "--all", "--quiet"])  # fmt: skip
         assert code == EXIT_OK
         assert err.getvalue() == ""
+
+    def test_rich_task_list_fits_the_terminal(
+        self, cli: Any, source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """On a 100-column terminal the task table fits, cutting names and locations, never
+        the id, type or state."""
+        long_store = tmp_path / ("a-long-folder-name-" * 5)
+        made = cli("backup", "-r", source, "--store", long_store, "--name", "n" * 60, "--all",
+                   "--json").json()  # fmt: skip
+        out = self.Terminal()
+        monkeypatch.setattr(sys, "stdout", out)
+        monkeypatch.setenv("COLUMNS", "100")
+        assert main(["tasks", "-r", str(source)]) == EXIT_OK
+        lines = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue()).splitlines()  # no colours
+        assert max(len(line) for line in lines) <= 100
+        row = next(line for line in lines if "backup" in line)
+        assert made["taskId"][:8] in row
+        assert "FINISHED" in row
+        assert "…" in row
 
     def test_help_and_usage(self, cli: Any) -> None:
         """--help exits 0; an unknown option or a missing required one exits 2."""

@@ -22,6 +22,7 @@ __all__ = ["Column", "Output", "plural", "size", "when"]
 
 PLAIN_WIDTH = 120
 """The width a plain table is fitted to, so that a listing reads in a 120-column terminal."""
+MIN_CUT = 4  # a column cut narrower than this says nothing
 
 
 def plural(count: int, singular: str, plural_form: str | None = None) -> str:
@@ -66,17 +67,32 @@ def _cut(text: str, width: int, *, keep_end: bool) -> str:
     return "…" + text[-(width - 1) :] if keep_end else text[: width - 1] + "…"
 
 
-def _fit(columns: Sequence[Column], widths: list[int], limit: int) -> list[int]:
-    """Narrow the widest shrinkable columns until the table (2 spaces each) fits *limit*."""
+def _natural_widths(columns: Sequence[Column], rows: Sequence[Sequence[str]]) -> list[int]:
+    widths = [len(c.title) for c in columns]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    return widths
+
+
+def _fit(
+    columns: Sequence[Column], widths: list[int], limit: int, *, overhead: int = 2
+) -> list[int]:
+    """Narrow the widest shrinkable columns until the table fits *limit* characters, each
+    column taking *overhead* more (the gap of plain text, the borders and padding of rich).
+    Down to each column's `min_width` first; below it only when the table still does not
+    fit (a narrow terminal)."""
     widths = list(widths)
-    while 2 + sum(widths) + 2 * (len(widths) - 1) > limit:
-        candidates = [
-            i for i, c in enumerate(columns) if c.shrink and widths[i] > max(c.min_width, 1)
-        ]
-        if not candidates:
-            break
-        widest = max(candidates, key=lambda i: widths[i])
-        widths[widest] -= 1
+    for floor in (None, MIN_CUT):
+        while sum(widths) + overhead * len(widths) + 1 > limit:
+            candidates = [
+                i
+                for i, c in enumerate(columns)
+                if c.shrink and widths[i] > (c.min_width if floor is None else floor)
+            ]
+            if not candidates:
+                break
+            widest = max(candidates, key=lambda i: widths[i])
+            widths[widest] -= 1
     return widths
 
 
@@ -163,10 +179,7 @@ class Output:
         if self._out is not None:
             self._rich_table(title, specs, rows)
             return
-        widths = [len(c.title) for c in specs]
-        for row in rows:
-            widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
-        widths = _fit(specs, widths, PLAIN_WIDTH)
+        widths = _fit(specs, _natural_widths(specs, rows), PLAIN_WIDTH)
         titles = [c.title for c in specs]
         self.say(title)
         for row in [titles, ["-" * w for w in widths], *rows]:
@@ -182,10 +195,21 @@ class Output:
         import rich.table
 
         table = rich.table.Table(title=title, title_justify="left")
-        for spec in specs:
-            if spec.shrink:
-                table.add_column(spec.title, overflow="ellipsis", no_wrap=True)
-            else:
+        if any(spec.shrink for spec in specs):
+            # Fitted here, to fixed widths: rich left to itself squeezes the narrow columns
+            # to nothing before it cuts the long ones.
+            widths = _fit(specs, _natural_widths(specs, rows), self._out.width, overhead=3)
+            for spec, width in zip(specs, widths, strict=True):
+                table.add_column(spec.title, no_wrap=True, width=width)
+            rows = [
+                [
+                    _cut(c, w, keep_end=s.keep_end)
+                    for c, w, s in zip(row, widths, specs, strict=True)
+                ]
+                for row in rows
+            ]
+        else:
+            for spec in specs:
                 table.add_column(spec.title, overflow="fold")
         for row in rows:
             table.add_row(*row)
