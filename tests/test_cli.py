@@ -3,10 +3,12 @@ processes for serving, Ctrl-C and the console script."""
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -20,7 +22,14 @@ from typing import Any
 import attrs
 import pytest
 
-from repobackup import BackendError, RunSummary, SqliteTaskStore, TaskState, from_json
+from repobackup import (
+    BackendError,
+    RunSummary,
+    SqliteRepository,
+    SqliteTaskStore,
+    TaskState,
+    from_json,
+)
 from repobackup._backends.registry import (
     ENTRY_POINT_GROUP,
     UnknownBackendError,
@@ -29,12 +38,12 @@ from repobackup._backends.registry import (
     split_spec,
     sqlite_path,
 )
-from repobackup._backends.sqlite import SqliteRepository
 from repobackup.cli import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
-    EXIT_NOT_FOUND,
     EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_TERMINATED,
     EXIT_USAGE,
     TOKEN_ENV,
     build_parser,
@@ -231,13 +240,16 @@ class TestBackupAndRestore:
         assert not list((tmp_path / "store").rglob("manifest.json"))
 
     def test_continue_finishes_with_warnings(self, cli: Any, source: Path, tmp_path: Path) -> None:
-        """Under CONTINUE the same missing blob is a warning: exit 0, the error in the summary."""
+        """Under CONTINUE the same missing blob lets the run finish: exit 3, the error in the
+        summary, and the warning says "1 error"."""
         victim = next(p for p in sorted((tmp_path / "source.db.blobs").rglob("*")) if p.is_file())
         victim.unlink()
         result = backup(cli, source, tmp_path / "store", "--all", "--json")
-        assert result.code == EXIT_OK
-        assert [e["key"] for e in result.json()["errors"]] == [victim.name]
-        assert "finished with 1 errors" in result.err
+        assert result.code == EXIT_PARTIAL
+        summary = result.json()
+        assert summary["state"] == "FINISHED"
+        assert [e["key"] for e in summary["errors"]] == [victim.name]
+        assert "finished with 1 error\n" in result.err
 
     def test_restore_from_nowhere_fails(self, cli: Any, tmp_path: Path) -> None:
         """A restore whose store holds no backup ends FAILED and says so: exit 1."""
@@ -282,7 +294,7 @@ class TestBackupAndRestore:
         second = backup(cli, source, tmp_path / "store", "--project-id", "beta", "--json").json()
         assert second["taskId"] == first["taskId"]
         assert second["location"] != first["location"]
-        shown = cli("tasks", first["taskId"], "-r", source, "--json").json()
+        shown = cli("tasks", "show", first["taskId"], "-r", source, "--json").json()
         assert len(shown["runs"]) == 2
         assert shown["task"]["content"]["commonData"] is False
         assert shown["task"]["content"]["projects"][0]["projectId"] == "beta"
@@ -389,28 +401,32 @@ class TestTasks:
         """Without --json the tasks come out as a table naming id, name and state."""
         result = cli("tasks", "-r", source)
         assert result.code == EXIT_OK
-        for task_id in history:
-            assert task_id in result.out
+        shown = [line.split()[0] for line in result.out.splitlines()[3:]]
+        for task_id in history:  # each id shown as a prefix that names it alone
+            (prefix,) = [p for p in shown if task_id.startswith(p)]
+            assert len(prefix) >= 8
         assert "second" in result.out
         assert "FAILED" in result.out
 
     def test_show_one(self, cli: Any, source: Path, history: list[str]) -> None:
         """`tasks TASK_ID` shows the task and its run history."""
-        shown = cli("tasks", history[0], "-r", source, "--json").json()
+        shown = cli("tasks", "show", history[0], "-r", source, "--json").json()
         assert shown["task"]["name"] == "first"
         assert [run["state"] for run in shown["runs"]] == ["FINISHED"]
-        text = cli("tasks", history[0], "-r", source)
+        text = cli("tasks", "show", history[0], "-r", source)
         assert "runs (newest first)" in text.out
 
-    def test_unknown_task_exits_3(self, cli: Any, source: Path, history: list[str]) -> None:
-        """An id no task has exits 3, for `tasks ID` and for `run ID` alike."""
+    def test_unknown_task_is_a_usage_error(
+        self, cli: Any, source: Path, history: list[str]
+    ) -> None:
+        """An id no task has exits 2, for `tasks show ID` and for `run ID` alike."""
         missing = "0" * 24
-        shown = cli("tasks", missing, "-r", source)
-        assert shown.code == EXIT_NOT_FOUND
+        shown = cli("tasks", "show", missing, "-r", source)
+        assert shown.code == EXIT_USAGE
         assert missing in shown.err
         ran = cli("run", missing, "-r", source)
-        assert ran.code == EXIT_NOT_FOUND
-        assert cli("run", "not-an-id", "-r", source).code == EXIT_NOT_FOUND
+        assert ran.code == EXIT_USAGE
+        assert cli("run", "not-an-id", "-r", source).code == EXIT_USAGE
 
     def test_missing_database_is_not_created(self, cli: Any, tmp_path: Path) -> None:
         """Listing a task database that does not exist says so and creates nothing."""
@@ -570,7 +586,7 @@ import os
 import time
 from pathlib import Path
 
-from repobackup._backends.sqlite import SqliteRepository
+from repobackup import SqliteRepository
 
 
 class SlowRepository(SqliteRepository):
@@ -648,6 +664,25 @@ class TestOutput:
                      "--all", "--quiet"])  # fmt: skip
         assert code == EXIT_OK
         assert err.getvalue() == ""
+
+    def test_rich_task_list_fits_the_terminal(
+        self, cli: Any, source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """On a 100-column terminal the task table fits, cutting names and locations, never
+        the id, type or state."""
+        long_store = tmp_path / ("a-long-folder-name-" * 5)
+        made = cli("backup", "-r", source, "--store", long_store, "--name", "n" * 60, "--all",
+                   "--json").json()  # fmt: skip
+        out = self.Terminal()
+        monkeypatch.setattr(sys, "stdout", out)
+        monkeypatch.setenv("COLUMNS", "100")
+        assert main(["tasks", "-r", str(source)]) == EXIT_OK
+        lines = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue()).splitlines()  # no colours
+        assert max(len(line) for line in lines) <= 100
+        row = next(line for line in lines if "backup" in line)
+        assert made["taskId"][:8] in row
+        assert "FINISHED" in row
+        assert "…" in row
 
     def test_help_and_usage(self, cli: Any) -> None:
         """--help exits 0; an unknown option or a missing required one exits 2."""
@@ -841,3 +876,428 @@ def test_console_script(tmp_path: Path) -> None:
     )  # fmt: skip
     assert missing.returncode == EXIT_USAGE
     assert textwrap.shorten(missing.stderr, 30).startswith("error: no task database")
+
+
+def cli_process(
+    *argv: str | Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``python -m repobackup.cli ARGV`` as a real process, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "repobackup.cli", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        check=False,
+    )
+
+
+def slow_env(plugins: Path, marker: Path, delay: str) -> dict[str, str]:
+    """The environment of a child whose ``slow:`` backend streams records *delay* s apart."""
+    return {
+        "PYTHONPATH": os.pathsep.join([str(plugins), os.environ.get("PYTHONPATH", "")]),
+        "SLOW_MARKER": str(marker),
+        "SLOW_DELAY": delay,
+    }
+
+
+def mid_backup(process: subprocess.Popen[str], marker: Path, folder: Path) -> None:
+    """Wait until *process* is writing a backup in *folder* (its ``.partial`` exists)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        started = marker.exists() and folder.is_dir()
+        if started and [p for p in folder.iterdir() if p.name.endswith(".partial")]:
+            time.sleep(0.3)  # a few records in: the member files are open
+            return
+        time.sleep(0.05)
+    process.kill()
+    pytest.fail(f"the backup never got under way: {process.communicate()}")
+
+
+def looks_complete(store: Path) -> list[Path]:
+    """Whatever in *store* a restore would take for a complete backup."""
+    return [*store.rglob("manifest.json"), *(p for p in store.rglob("*.zip") if p.is_file())]
+
+
+@pytest.mark.slow
+class TestExitCodes:
+    """The exit codes of DESIGN section 8, seen from a real process."""
+
+    def test_each_outcome(self, source: Path, tmp_path: Path) -> None:
+        """0 clean, 3 finished with a failed blob (CONTINUE), 1 FAILED (FAST_FAIL), 2 usage;
+        verify 0 sound and 1 damaged; --json says the same as the code."""
+        store = tmp_path / "store"
+        args = ["backup", "-r", source, "--store", store, "--name", "nightly", "--all", "--json"]
+        clean = cli_process(*args)
+        assert clean.returncode == EXIT_OK, clean.stderr
+        location = Path(json.loads(clean.stdout)["location"])
+        assert cli_process("verify", location).returncode == EXIT_OK
+        victim = next(p for p in sorted((tmp_path / "source.db.blobs").rglob("*")) if p.is_file())
+        victim.unlink()
+        partial = cli_process(*args)
+        assert partial.returncode == EXIT_PARTIAL, partial.stderr
+        summary = json.loads(partial.stdout)
+        assert summary["state"] == "FINISHED"
+        assert summary["counts"]["blobsFailed"] == 1
+        failed = cli_process(*args, "--error-strategy", "FAST_FAIL")
+        assert failed.returncode == EXIT_FAILED
+        assert json.loads(failed.stdout)["state"] == "FAILED"
+        assert cli_process("backup", "--nope").returncode == EXIT_USAGE
+        assert cli_process(*args[:-2]).returncode == EXIT_USAGE  # no content option
+        blob = next(p for p in sorted((location / "blobs").rglob("*")) if p.is_file())
+        blob.write_bytes(b"tampered")
+        damaged = cli_process("verify", location)
+        assert damaged.returncode == EXIT_FAILED
+        assert "Traceback" not in damaged.stderr
+
+    def test_sigterm_mid_backup(self, source: Path, tmp_path: Path) -> None:
+        """SIGTERM while a backup is being written: exit 143, the task FAILED (not RUNNING),
+        no backup that looks complete and no partial left."""
+        plugins, marker, store = (
+            install_plugin(tmp_path / "plugins"),
+            tmp_path / "m",
+            tmp_path / "s",
+        )
+        tasks_db = tmp_path / "tasks.sqlite"
+        process = spawn(
+            "backup", "-r", f"slow:{source}", "--store", store, "--name", "nightly", "--all",
+            "--compress", "--no-space-check", "--tasks-db", tasks_db, "--json",
+            env=slow_env(plugins, marker, "0.2"),
+        )  # fmt: skip
+        mid_backup(process, marker, store / "nightly")
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == EXIT_TERMINATED, err
+        assert "terminated" in err
+        assert "Traceback" not in err
+        assert json.loads(out)["state"] == "FAILED"  # --json reports the run it recorded
+        assert not looks_complete(store)
+        assert not [p for p in store.rglob("*") if p.name.endswith(".partial")]
+        with SqliteTaskStore(tasks_db) as tasks:
+            (task,) = tasks.list().records
+            assert not tasks.leases()
+        assert task.state is TaskState.FAILED
+        assert task.last_run is not None
+        assert task.last_run.state is TaskState.FAILED
+
+    def test_sigkill_then_the_same_command(self, source: Path, tmp_path: Path) -> None:
+        """A backup killed with SIGKILL leaves its task RUNNING; the same command run again
+        ends that run first (FAILED, its partial removed) and then backs up: exit 0."""
+        plugins, marker, store = (
+            install_plugin(tmp_path / "plugins"),
+            tmp_path / "m",
+            tmp_path / "s",
+        )
+        tasks_db = tmp_path / "tasks.sqlite"
+        args = [
+            "backup", "-r", f"slow:{source}", "--store", store, "--name", "nightly", "--all",
+            "--no-space-check", "--tasks-db", tasks_db,
+        ]  # fmt: skip
+        process = spawn(*args, env=slow_env(plugins, marker, "0.2"))
+        mid_backup(process, marker, store / "nightly")
+        process.kill()
+        process.communicate(timeout=60)
+        with SqliteTaskStore(tasks_db) as tasks:
+            (task,) = tasks.list().records
+        assert task.state is TaskState.RUNNING  # what a killed process leaves behind
+        again = cli_process(*args, "--json", env=slow_env(plugins, marker, "0"))
+        assert again.returncode == EXIT_OK, again.stderr
+        assert "ended its earlier run" in again.stderr
+        summary = json.loads(again.stdout)
+        assert summary["taskId"] == task.id
+        assert [p.name for p in looks_complete(store)] == ["manifest.json"]
+        assert not [p for p in store.rglob("*") if p.name.endswith(".partial")]
+        with SqliteTaskStore(tasks_db) as tasks:
+            runs = tasks.runs(summary["taskId"])
+        assert [r.state for r in runs] == [TaskState.FINISHED, TaskState.FAILED]
+        assert runs[1].errors[0].message == "interrupted"
+
+    def test_missing_repository_is_never_created(self, tmp_path: Path) -> None:
+        """backup (and serve, and run of a backup task) of a repository path that does not
+        exist: exit 1 naming the path, and no file or folder appears."""
+        missing = tmp_path / "not-mounted" / "data" / "server.db"
+        store = tmp_path / "store"
+        result = cli_process("backup", "-r", missing, "--store", store, "--name", "n", "--all")
+        assert result.returncode == EXIT_FAILED
+        assert str(missing) in result.stderr
+        assert "does not exist" in result.stderr
+        assert not (tmp_path / "not-mounted").exists()
+        assert not store.exists()
+        served = cli_process("serve", "-r", missing, "--port", "0")
+        assert served.returncode == EXIT_FAILED
+        assert not (tmp_path / "not-mounted").exists()
+        sqlite = cli_process("backup", "-r", f"sqlite:{missing}", "--store", store, "--name",
+                             "n", "--all", "--tasks-db", tmp_path / "t.sqlite")  # fmt: skip
+        assert sqlite.returncode == EXIT_FAILED
+        assert not (tmp_path / "not-mounted").exists()
+        assert not store.exists()
+
+    def test_run_of_a_backup_task_needs_its_repository(self, source: Path, tmp_path: Path) -> None:
+        """`run` of a stored backup task whose repository is gone fails and creates nothing."""
+        tasks_db = tmp_path / "tasks.sqlite"
+        created = cli_process("backup", "-r", source, "--store", tmp_path / "s", "--name", "n",
+                              "--all", "--cron", "0 2 * * *", "--tasks-db", tasks_db,
+                              "--json")  # fmt: skip
+        assert created.returncode == EXIT_OK, created.stderr
+        task_id = json.loads(created.stdout)["id"]
+        moved = tmp_path / "gone.db"
+        ran = cli_process("run", task_id, "-r", moved, "--tasks-db", tasks_db)
+        assert ran.returncode == EXIT_FAILED
+        assert str(moved) in ran.stderr
+        assert not moved.exists()
+
+
+def many_files(path: Path, count: int) -> Path:
+    """A repository with *count* small files under long paths (a listing bigger than a pipe's
+    buffer)."""
+    with SqliteRepository(path) as repo:
+        repo.put_project("big")
+        repo.put_repository("big", "files")
+        for number in range(count):
+            name = f"/some/deeply/nested/folder/of/artifacts/release-{number:05d}/artifact.bin"
+            repo.put_file("big", "files", name, number.to_bytes(4, "big"))
+    return path
+
+
+@pytest.mark.slow
+class TestBrokenPipe:
+    """A reader that stops early (``| head -1``) ends the command quietly."""
+
+    def test_head_one(self, tmp_path: Path) -> None:
+        """`ls --files | head -1` through a real shell pipe prints one path and no noise,
+        every time; the command itself exits 0."""
+        repo = many_files(tmp_path / "big.db", 1500)
+        made = cli_process("backup", "-r", repo, "--store", tmp_path / "s", "--name", "n",
+                           "--all", "--json")  # fmt: skip
+        location = json.loads(made.stdout)["location"]
+        command = [sys.executable, "-m", "repobackup.cli", "ls", "--files", location]
+        for _ in range(4):
+            piped = subprocess.run(
+                f"{shlex.join(command)} | head -1",
+                shell=True, capture_output=True, text=True, timeout=120, check=False,
+            )  # fmt: skip
+            assert piped.stdout.startswith("big/files/some/deeply/"), piped
+            assert piped.stdout.count("\n") == 1
+            assert piped.stderr == ""
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            assert process.stdout is not None
+            assert process.stderr is not None
+            assert process.stdout.readline()
+            process.stdout.close()
+            err = process.stderr.read()
+            assert process.wait(timeout=60) == EXIT_OK
+            assert b"Broken pipe" not in err
+            assert b"Exception ignored" not in err
+
+
+class TestPolish:
+    """Global options anywhere, help everywhere, plurals, hints and quiet notes."""
+
+    def test_global_options_before_or_after(self, cli: Any, source: Path, tmp_path: Path) -> None:
+        """--json and --plain work before the command as well as after it."""
+        before = cli("--json", "backup", "-r", source, "--store", tmp_path / "a", "--name", "n",
+                     "--all")  # fmt: skip
+        assert before.code == EXIT_OK, before.err
+        assert before.json()["state"] == "FINISHED"
+        after = cli("backup", "-r", source, "--store", tmp_path / "b", "--name", "n", "--all",
+                    "--json")  # fmt: skip
+        assert after.json()["state"] == "FINISHED"
+        listing = cli("--json", "tasks", "-r", source)
+        assert listing.json()["totalRecords"] == 2
+        assert cli("-v", "--plain", "tasks", "list", "-r", source, "--json").code == EXIT_OK
+
+    def test_json_errors(self, cli: Any, source: Path, tmp_path: Path) -> None:
+        """With --json an error that ends the command before any run still puts its outcome
+        on stdout: the exit code, the message and any problems."""
+        missing = cli("--json", "backup", "-r", tmp_path / "nope.db", "--store", tmp_path / "s",
+                      "--name", "n", "--all")  # fmt: skip
+        assert missing.code == EXIT_FAILED
+        assert missing.json()["exitCode"] == EXIT_FAILED
+        assert "nope.db" in missing.json()["error"]
+        invalid = backup(cli, source, tmp_path / "s", "--json")
+        assert invalid.code == EXIT_USAGE
+        assert invalid.json()["problems"][0]["path"] == "$.content"
+
+    def test_every_command_has_help(self) -> None:
+        """Each command (and each `tasks` action) has a one-line help and a description."""
+        parser = build_parser()
+        (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        helps = {choice.dest: choice.help for choice in commands._choices_actions}
+        assert set(helps) == set(commands.choices)
+        for name, sub in commands.choices.items():
+            assert helps[name], name
+            assert sub.description, name
+        assert {"list", "show"} <= set(
+            next(
+                a for a in commands.choices["tasks"]._actions
+                if isinstance(a, argparse._SubParsersAction)
+            ).choices
+        )  # fmt: skip
+
+    def test_plurals(self, cli: Any, tmp_path: Path) -> None:
+        """One of a thing is named in the singular: "1 repository", "1 record", "1 blob"."""
+        with SqliteRepository(tmp_path / "one.db") as repo:
+            repo.put_file("solo", "only", "/a.txt", b"a")
+        made = cli("backup", "-r", tmp_path / "one.db", "--store", tmp_path / "s", "--name", "n",
+                   "--project-id", "solo", "--json")  # fmt: skip
+        location = made.json()["location"]
+        listing = cli("ls", location, "--plain")
+        assert "1 (1 repository)" in listing.out
+        checked = cli("verify", location)
+        assert "1 record and 1 blob match" in checked.out
+        assert "repositories)" not in listing.out
+
+    def test_free_space_note_only_when_verbose(self, cli: Any, source: Path) -> None:
+        """On a store whose free space cannot be known the note shows only with --verbose."""
+        args = ["backup", "-r", source, "--store", "memory://notes", "--name", "n", "--all"]
+        quiet = cli(*args)
+        assert quiet.code == EXIT_OK, quiet.err
+        assert "cannot be known" not in quiet.out + quiet.err
+        verbose = cli(*args, "--verbose")
+        assert verbose.code == EXIT_OK, verbose.err
+        assert "cannot be known" in verbose.err
+        assert cli(*args, "--json").json()["notes"]  # the JSON summary keeps every note
+
+    def test_restore_is_named_after_its_backup(
+        self, cli: Any, source: Path, tmp_path: Path
+    ) -> None:
+        """A restore task takes its name from the backup it restores, not "restore"."""
+        location = backup(cli, source, tmp_path / "store", "--all", "--json").json()["location"]
+        target = tmp_path / "copy.db"
+        whole = cli("restore", "-r", target, "--store", tmp_path / "store" / "nightly", "--all")
+        one = cli("restore", "-r", target, "--store", location, "--all")
+        assert whole.code == one.code == EXIT_OK
+        names = [t["name"] for t in cli("tasks", "-r", target, "--json").json()["records"]]
+        assert names == [f"restore-{Path(location).name}", "restore-nightly"]
+
+    def test_s3_install_hint(self, source: Path, tmp_path: Path) -> None:
+        """Without s3fs an s3:// store is refused with the extra to install, by name."""
+        blocker = tmp_path / "blocker"
+        blocker.mkdir()
+        (blocker / "sitecustomize.py").write_text("import sys\nsys.modules['s3fs'] = None\n")
+        path = os.pathsep.join([str(blocker), os.environ.get("PYTHONPATH", "")])
+        result = cli_process("backup", "-r", source, "--store", "s3://bucket/backups", "--name",
+                             "n", "--all", env={"PYTHONPATH": path})  # fmt: skip
+        assert result.returncode == EXIT_USAGE
+        assert "pip install 'repobackup[s3]'" in result.stderr
+
+
+class TestListing:
+    """`ls --files`, stores of several task folders, and task ids by prefix or name."""
+
+    def test_files(self, cli: Any, source: Path, tmp_path: Path) -> None:
+        """--files prints every file path, one per line; with --json, one JSON line each."""
+        location = backup(cli, source, tmp_path / "s", "--all", "--compress", "--json").json()
+        listed = cli("ls", "--files", location["location"])
+        assert listed.code == EXIT_OK, listed.err
+        lines = listed.out.splitlines()
+        assert "alpha/libs/dir/file-0.bin" in lines
+        assert "beta/docs/LICENSE" in lines
+        assert len(lines) == 16
+        streamed = cli("ls", "--files", "--json", location["location"]).out
+        records = [json.loads(line) for line in streamed.splitlines()]
+        assert {r["path"] for r in records} >= {"/dir/file-1.bin", "/LICENSE"}
+        assert all(len(r["sha256"]) == 64 for r in records)
+
+    def test_files_of_an_increment_chain(self, cli: Any, source: Path, tmp_path: Path) -> None:
+        """--files of a task folder lists each backup of the chain, deletions marked."""
+        store = tmp_path / "store"
+        assert backup(cli, source, store, "--all").code == EXIT_OK
+        with SqliteRepository(source) as repo:
+            repo.delete_file("beta", "docs", "/LICENSE")
+        assert backup(cli, source, store, "--all", "--increment").code == EXIT_OK
+        listed = cli("ls", "--files", store / "nightly")
+        assert "beta/docs/LICENSE (deleted)" in listed.out.splitlines()
+        assert listed.err.count("files in") == 2
+
+    def test_store_of_several_task_folders(self, cli: Any, source: Path, tmp_path: Path) -> None:
+        """ls of a store holding several task folders lists each with its backups."""
+        store = tmp_path / "store"
+        for name in ("nightly", "weekly"):
+            made = cli("backup", "-r", source, "--store", store, "--name", name, "--all")
+            assert made.code == EXIT_OK
+        result = cli("ls", store, "--plain")
+        assert result.code == EXIT_OK, result.err
+        assert "2 task folders in" in result.out
+        assert re.search(r"nightly\s+1\s+nightly-\d{8}\.\d{6}", result.out)
+        assert "backups in weekly" in result.out
+        entries = cli("ls", store, "--json").json()
+        assert [e["taskFolder"] for e in entries] == ["nightly", "weekly"]
+        assert cli("ls", "--files", store).code == EXIT_USAGE
+
+    @pytest.fixture(name="tasks_made")
+    def _tasks_made(self, cli: Any, source: Path, tmp_path: Path) -> list[dict[str, Any]]:
+        made = []
+        for name in ("alpha-nightly", "beta-nightly"):
+            result = cli("backup", "-r", source, "--store", tmp_path / "s", "--name", name,
+                         "--all", "--cron", "0 2 * * *", "--json")  # fmt: skip
+            assert result.code == EXIT_OK, result.err
+            made.append(result.json())
+        return made
+
+    def test_prefix_and_name(
+        self, cli: Any, source: Path, tasks_made: list[dict[str, Any]]
+    ) -> None:
+        """A task is found by a unique id prefix, or by a name no other task has."""
+        first = tasks_made[0]["id"]
+        others = [t["id"] for t in tasks_made[1:]]
+        prefix = next(
+            first[:n] for n in range(1, 25) if not any(o.startswith(first[:n]) for o in others)
+        )
+        shown = cli("tasks", "show", prefix, "-r", source, "--json")
+        assert shown.code == EXIT_OK, shown.err
+        assert shown.json()["task"]["id"] == first
+        by_name = cli("tasks", "show", "beta-nightly", "-r", source, "--json")
+        assert by_name.json()["task"]["id"] == tasks_made[1]["id"]
+        ran = cli("run", "alpha-nightly", "-r", source, "--json")
+        assert ran.code == EXIT_OK, ran.err
+        assert ran.json()["taskId"] == first
+
+    def test_ambiguous_prefix(
+        self, cli: Any, source: Path, tasks_made: list[dict[str, Any]]
+    ) -> None:
+        """A prefix two tasks share is a usage error that lists both."""
+        ids = [t["id"] for t in tasks_made]
+        common = next(n for n in range(24) if ids[0][n] != ids[1][n])
+        assert common > 0  # ids begin with the time they were made
+        result = cli("run", ids[0][:common], "-r", source)
+        assert result.code == EXIT_USAGE
+        assert "ambiguous" in result.err
+        for task_id in ids:
+            assert task_id in result.err
+
+    def test_show_details(self, cli: Any, source: Path, tmp_path: Path) -> None:
+        """`tasks show` gives the cron expression, the last run's state, end and first error."""
+        made = cli("backup", "-r", source, "--store", tmp_path / "s", "--name", "n", "--all",
+                   "--cron", "0 3 * * *", "--json").json()  # fmt: skip
+        victim = next(p for p in sorted((tmp_path / "source.db.blobs").rglob("*")) if p.is_file())
+        victim.unlink()
+        ran = cli("run", made["id"], "-r", source, "--error-strategy", "FAST_FAIL")
+        assert ran.code == EXIT_USAGE  # `run` takes no task options
+        assert cli("run", made["id"], "-r", source).code == EXIT_PARTIAL
+        shown = cli("tasks", "show", made["id"], "-r", source, "--plain")
+        assert shown.code == EXIT_OK, shown.err
+        assert re.search(r"schedule\s+cron 0 3 \* \* \*", shown.out)
+        assert re.search(r"last run\s+FINISHED", shown.out)
+        assert re.search(r"last run ended\s+\d{4}-\d\d-\d\dT", shown.out)
+        assert re.search(rf"first error\s+blob {victim.name}", shown.out)
+
+    def test_list_has_last_run_and_fits(self, cli: Any, source: Path, tmp_path: Path) -> None:
+        """The task list shows each last run (state, end, first error) within 120 columns,
+        and the shortened ids it shows name their tasks."""
+        long_store = tmp_path / ("a-very-long-folder-name-" * 4) / "backups"
+        for name in ("nightly-" + "x" * 40, "weekly"):  # one process each, as in real use
+            made = cli_process("backup", "-r", source, "--store", long_store, "--name", name,
+                               "--all")  # fmt: skip
+            assert made.returncode == EXIT_OK, made.stderr
+        cli_process("restore", "-r", tmp_path / "t.db", "--store", tmp_path / "none", "--all",
+                    "--tasks-db", tmp_path / "source.db.tasks.sqlite")  # fmt: skip
+        result = cli("tasks", "-r", source, "--plain")
+        assert result.code == EXIT_OK
+        assert max(len(line) for line in result.out.splitlines()) <= 120
+        assert "last run" in result.out
+        assert re.search(r"FAILED \d{4}-\d\d-\d\d \d\d:\d\d: no backup", result.out)
+        rows = [line.split() for line in result.out.splitlines()[3:]]
+        for row in rows:
+            assert len(row[0]) < 24
+            assert cli("tasks", "show", row[0], "-r", source).code == EXIT_OK

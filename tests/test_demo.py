@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from repobackup._backends.sqlite import SqliteRepository
+from repobackup import SqliteRepository
 from repobackup.cli import EXIT_FAILED, EXIT_OK, build_parser, main
 from repobackup.cli.demo import (
     MARKER,

@@ -10,7 +10,7 @@ import random
 import shlex
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,6 +22,7 @@ from .._tasks.store import SqliteTaskStore
 
 __all__ = [
     "MARKER",
+    "register",
     "DemoOutput",
     "SampleFile",
     "build_sample",
@@ -84,6 +85,73 @@ def _binary(rng: random.Random, low: int = 2048, high: int = 49152) -> bytes:
     return rng.randbytes(rng.randint(low, high))
 
 
+Meta = Callable[..., dict[str, Any]]
+
+
+def _maven(rng: random.Random, project: str, repo: str, meta: Meta) -> Iterator[SampleFile]:
+    for artifact in ("ledger", "gateway", "fraud-check"):
+        for minor in range(4):
+            version = f"1.{minor}.0" + ("-SNAPSHOT" if "snapshot" in repo else "")
+            base = f"/com/example/{artifact}/{version}/{artifact}-{version}"
+            pom = (
+                f"<project><groupId>com.example</groupId><artifactId>{artifact}</artifactId>"
+                f"<version>{version}</version></project>\n"
+            ).encode()
+            jar = _binary(rng)
+            yield SampleFile(project, repo, f"{base}.pom", pom, meta())
+            yield SampleFile(project, repo, f"{base}.jar", jar, meta(packaging="jar"))
+            sha1 = hashlib.sha1(jar, usedforsecurity=False).hexdigest().encode()
+            yield SampleFile(project, repo, f"{base}.jar.sha1", sha1, {})
+
+
+def _npm(rng: random.Random, project: str, repo: str, meta: Meta) -> Iterator[SampleFile]:
+    for package in ("ui-kit", "icons", "forms", "router", "charts"):
+        for patch in range(7):
+            path = f"/{package}/-/{package}-2.3.{patch}.tgz"
+            yield SampleFile(project, repo, path, _binary(rng), meta(npm=True))
+
+
+def _docker(rng: random.Random, project: str, repo: str, meta: Meta) -> Iterator[SampleFile]:
+    base_layer = _binary(rng, 40000, 60000)  # every image shares its base layer
+    for image in ("portal", "api", "worker"):
+        for tag in ("1.0", "1.1", "latest"):
+            own = _binary(rng, 4096, 16384)
+            digest = hashlib.sha256(own).hexdigest()
+            manifest = json.dumps({"schemaVersion": 2, "layers": [digest]}).encode()
+            prefix = f"/{image}/{tag}"
+            yield SampleFile(project, repo, f"{prefix}/manifest.json", manifest, meta())
+            yield SampleFile(project, repo, f"{prefix}/base.tar.gz", base_layer, {})
+            yield SampleFile(project, repo, f"{prefix}/sha256__{digest}", own, {})
+
+
+def _helm(rng: random.Random, project: str, repo: str, meta: Meta) -> Iterator[SampleFile]:
+    for chart in ("payments", "ledger", "gateway", "fraud-check"):
+        for minor in range(8):
+            path = f"/{chart}-0.{minor}.0.tgz"
+            yield SampleFile(project, repo, path, _binary(rng, 1024, 8192), meta())
+
+
+def _pypi(rng: random.Random, project: str, repo: str, meta: Meta) -> Iterator[SampleFile]:
+    for package in ("etl", "features", "reports", "loaders"):
+        for minor in range(9):
+            wheel = f"/{package}/{package}-0.{minor}.0-py3-none-any.whl"
+            yield SampleFile(project, repo, wheel, _binary(rng), meta(pythonVersion="3.11"))
+
+
+def _generic(rng: random.Random, project: str, repo: str, meta: Meta) -> Iterator[SampleFile]:
+    unchanged = _binary(rng)
+    for build in range(1, 13):
+        folder = f"/builds/{build}"
+        binary = _binary(rng)
+        notes = f"build {build}: {rng.randint(1, 40)} changes\n".encode()
+        yield SampleFile(project, repo, f"{folder}/app-linux-amd64.tar.gz", binary, meta())
+        yield SampleFile(project, repo, f"{folder}/docs.zip", unchanged, {})
+        yield SampleFile(project, repo, f"{folder}/NOTES.txt", notes, {})
+
+
+_KINDS = {"MAVEN": _maven, "NPM": _npm, "DOCKER": _docker, "HELM": _helm, "PYPI": _pypi}
+
+
 def _files_of(rng: random.Random, project: str, repo: str, kind: str) -> Iterator[SampleFile]:
     """About forty files a repository of *kind* would hold, some of them the same bytes."""
 
@@ -96,55 +164,7 @@ def _files_of(rng: random.Random, project: str, repo: str, kind: str) -> Iterato
     yield SampleFile(project, repo, "/LICENSE", LICENSE, {})
     readme = f"# {project}/{repo}\n\n{kind.lower()} artifacts of {project}.\n".encode()
     yield SampleFile(project, repo, "/README.md", readme, {})
-    if kind == "MAVEN":
-        for artifact in ("ledger", "gateway", "fraud-check"):
-            for minor in range(4):
-                version = f"1.{minor}.0" + ("-SNAPSHOT" if "snapshot" in repo else "")
-                base = f"/com/example/{artifact}/{version}/{artifact}-{version}"
-                pom = (
-                    f"<project><groupId>com.example</groupId><artifactId>{artifact}</artifactId>"
-                    f"<version>{version}</version></project>\n"
-                ).encode()
-                jar = _binary(rng)
-                yield SampleFile(project, repo, f"{base}.pom", pom, meta())
-                yield SampleFile(project, repo, f"{base}.jar", jar, meta(packaging="jar"))
-                sha1 = hashlib.sha1(jar, usedforsecurity=False).hexdigest().encode()
-                yield SampleFile(project, repo, f"{base}.jar.sha1", sha1, {})
-    elif kind == "NPM":
-        for package in ("ui-kit", "icons", "forms", "router", "charts"):
-            for patch in range(7):
-                path = f"/{package}/-/{package}-2.3.{patch}.tgz"
-                yield SampleFile(project, repo, path, _binary(rng), meta(npm=True))
-    elif kind == "DOCKER":
-        base_layer = _binary(rng, 40000, 60000)  # every image shares its base layer
-        for image in ("portal", "api", "worker"):
-            for tag in ("1.0", "1.1", "latest"):
-                own = _binary(rng, 4096, 16384)
-                digest = hashlib.sha256(own).hexdigest()
-                manifest = json.dumps({"schemaVersion": 2, "layers": [digest]}).encode()
-                prefix = f"/{image}/{tag}"
-                yield SampleFile(project, repo, f"{prefix}/manifest.json", manifest, meta())
-                yield SampleFile(project, repo, f"{prefix}/base.tar.gz", base_layer, {})
-                yield SampleFile(project, repo, f"{prefix}/sha256__{digest}", own, {})
-    elif kind == "HELM":
-        for chart in ("payments", "ledger", "gateway", "fraud-check"):
-            for minor in range(8):
-                path = f"/{chart}-0.{minor}.0.tgz"
-                yield SampleFile(project, repo, path, _binary(rng, 1024, 8192), meta())
-    elif kind == "PYPI":
-        for package in ("etl", "features", "reports", "loaders"):
-            for minor in range(9):
-                wheel = f"/{package}/{package}-0.{minor}.0-py3-none-any.whl"
-                yield SampleFile(project, repo, wheel, _binary(rng), meta(pythonVersion="3.11"))
-    else:
-        unchanged = _binary(rng)
-        for build in range(1, 13):
-            folder = f"/builds/{build}"
-            binary = _binary(rng)
-            notes = f"build {build}: {rng.randint(1, 40)} changes\n".encode()
-            yield SampleFile(project, repo, f"{folder}/app-linux-amd64.tar.gz", binary, meta())
-            yield SampleFile(project, repo, f"{folder}/docs.zip", unchanged, {})
-            yield SampleFile(project, repo, f"{folder}/NOTES.txt", notes, {})
+    yield from _KINDS.get(kind, _generic)(rng, project, repo, meta)
 
 
 def sample_files(seed: int = SEED) -> Iterator[SampleFile]:
@@ -294,21 +314,106 @@ def _report_run(summary: RunSummary, what: str, out: DemoOutput) -> bool:
     return summary.state is TaskState.FINISHED
 
 
-def run_demo(directory: Path | str, out: DemoOutput, *, workers: int | None = None) -> int:
-    """Run the demo in *directory* (wiped and remade); return 0 when the restored repository
-    matches the original and the backup verifies, else 1."""
-    began = time.monotonic()
-    folder = prepare_folder(Path(directory))
-    store = folder / "backups"
-    source_path = folder / "source.db"
-    restored_path = folder / "restored.db"
-    tasks_path = folder / "source.db.tasks.sqlite"
+def register(commands: Any, parents: Any) -> None:
+    """Add `demo` to the subparsers *commands* (*parents*: the shared option groups)."""
+    demo = commands.add_parser(
+        "demo",
+        parents=[parents.common],
+        help="build a sample repository, back it up, restore and verify it",
+        description="Build a sample repository in DIR (recreated each run), back it up "
+        "compressed, restore it into a fresh repository and check both match.",
+    )
+    demo.add_argument(
+        "--dir",
+        default="repobackup-demo",
+        type=Path,
+        help="where to work (default ./repobackup-demo)",
+    )
+    demo.set_defaults(handler=lambda args, out: run_demo(args.dir, out))
 
-    out.say(f"1. building a sample repository: {_shown(source_path)}")
+
+class _Paths:
+    """Where the demo puts each thing, inside its folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.store = folder / "backups"
+        self.source = folder / "source.db"
+        self.restored = folder / "restored.db"
+        self.tasks = folder / "source.db.tasks.sqlite"
+
+
+def _back_up(
+    source: SqliteRepository,
+    tasks: SqliteTaskStore,
+    paths: _Paths,
+    out: DemoOutput,
+    workers: int | None,
+) -> RunSummary:
+    out.say(f"2. backing up compressed into {_shown(paths.store)}")
+    with Engine(source, tasks=tasks, user="demo", max_workers=workers) as engine:
+        backup_id = engine.create_task(
+            {
+                "name": "demo",
+                "storeLocation": str(paths.store),
+                "content": {
+                    "commonData": True,
+                    "compression": True,
+                    "projects": [{"projectRegex": "*"}],
+                },
+            }
+        )
+        return engine.execute(backup_id)
+
+
+def _restore(
+    restored: SqliteRepository,
+    tasks: SqliteTaskStore,
+    location: str,
+    paths: _Paths,
+    *,
+    out: DemoOutput,
+    workers: int | None,
+) -> bool:
+    out.say(f"3. restoring into a fresh repository: {_shown(paths.restored)}")
+    with Engine(restored, tasks=tasks, user="demo", max_workers=workers) as engine:
+        restore_id = engine.create_task(
+            {
+                "name": "demo-restore",
+                "storeLocation": location,
+                "type": "DATA_RESTORE",
+                "content": {"commonData": True, "projects": [{"projectRegex": "*"}]},
+            }
+        )
+        restore = engine.execute(restore_id)
+        if not _report_run(restore, "restore", out):
+            return False
+        page = engine.list_tasks()
+    out.table(
+        "tasks",
+        ["id", "name", "type", "state", "ended"],
+        [
+            [
+                t.id or "",
+                t.name,
+                t.type.value,
+                t.state.value,
+                t.end_date.isoformat(timespec="seconds") if t.end_date else "",
+            ]
+            for t in page.records
+        ],
+    )
+    return True
+
+
+def _cycle(paths: _Paths, out: DemoOutput, workers: int | None) -> tuple[str | None, str]:
+    """Build, back up, restore and compare; the backup's location (None when a step failed)
+    and where the source keeps its blobs."""
+    out.say(f"1. building a sample repository: {_shown(paths.source)}")
     with (
-        SqliteRepository(source_path) as source,
-        SqliteRepository(restored_path) as restored,
-        SqliteTaskStore(tasks_path) as tasks,
+        SqliteRepository(paths.source) as source,
+        SqliteRepository(paths.restored) as restored,
+        SqliteTaskStore(paths.tasks) as tasks,
     ):
         counts = build_sample(source)
         out.say(
@@ -316,83 +421,55 @@ def run_demo(directory: Path | str, out: DemoOutput, *, workers: int | None = No
             f"{counts['files']} files ({counts['bytes'] // 1024} KiB, {counts['blobs']} distinct "
             f"contents), {counts['documents']} users, roles and permissions"
         )
-
-        out.say(f"2. backing up compressed into {_shown(store)}")
-        with Engine(source, tasks=tasks, user="demo", max_workers=workers) as engine:
-            backup_id = engine.create_task(
-                {
-                    "name": "demo",
-                    "storeLocation": str(store),
-                    "content": {
-                        "commonData": True,
-                        "compression": True,
-                        "projects": [{"projectRegex": "*"}],
-                    },
-                }
-            )
-            backup = engine.execute(backup_id)
+        backup = _back_up(source, tasks, paths, out, workers)
         if not _report_run(backup, "backup", out) or backup.location is None:
-            return 1
-
-        out.say(f"3. restoring into a fresh repository: {_shown(restored_path)}")
-        with Engine(restored, tasks=tasks, user="demo", max_workers=workers) as engine:
-            restore_id = engine.create_task(
-                {
-                    "name": "demo-restore",
-                    "storeLocation": backup.location,
-                    "type": "DATA_RESTORE",
-                    "content": {"commonData": True, "projects": [{"projectRegex": "*"}]},
-                }
-            )
-            restore = engine.execute(restore_id)
-            if not _report_run(restore, "restore", out):
-                return 1
-            page = engine.list_tasks()
-        out.table(
-            "tasks",
-            ["id", "name", "type", "state", "ended"],
-            [
-                [
-                    t.id or "",
-                    t.name,
-                    t.type.value,
-                    t.state.value,
-                    t.end_date.isoformat(timespec="seconds") if t.end_date else "",
-                ]
-                for t in page.records
-            ],
-        )
-
+            return None, source.blobs
+        if not _restore(restored, tasks, backup.location, paths, out=out, workers=workers):
+            return None, source.blobs
         out.say("4. comparing the restored repository with the original")
         differences = describe_differences(source.snapshot(), restored.snapshot())
         if differences:
             out.error("the restored repository differs from the original:")
             for line in differences:
                 out.say(f"   {line}")
-            return 1
+            return None, source.blobs
         out.say(f"   identical: {counts['files']} files and every document match")
+        return backup.location, source.blobs
 
-    report = verify(backup.location)
+
+def _try_next(paths: _Paths, location: str, blobs: str, began: float, out: DemoOutput) -> None:
+    shown = _shown(location)
+    folder, source = paths.folder, _shown(paths.source)
+    out.say()
+    out.say(f"done in {time.monotonic() - began:.1f} s. Everything is in {_shown(folder)}:")
+    out.say(f"  original repository  {source} (blobs in {_shown(blobs)})")
+    out.say(f"  backup               {shown}")
+    out.say(f"  restored repository  {_shown(paths.restored)}")
+    out.say(f"  task database        {_shown(paths.tasks)}")
+    out.say()
+    out.say("try next:")
+    out.say(f"  repobackup ls {shown}")
+    out.say(f"  repobackup verify {shown}")
+    out.say(f"  repobackup tasks --repository {source}")
+    out.say(
+        f"  repobackup restore --repository {_shown(folder / 'copy.db')} "
+        f"--store {_shown(paths.store / 'demo')} --all"
+    )
+    out.say(f"  repobackup serve --repository {source}")
+
+
+def run_demo(directory: Path | str, out: DemoOutput, *, workers: int | None = None) -> int:
+    """Run the demo in *directory* (wiped and remade); return 0 when the restored repository
+    matches the original and the backup verifies, else 1."""
+    began = time.monotonic()
+    paths = _Paths(prepare_folder(Path(directory)))
+    location, blobs = _cycle(paths, out, workers)
+    if location is None:
+        return 1
+    report = verify(location)
     verified = bool(report.ok)
     out.say(f"5. verifying the backup: {'ok' if verified else 'PROBLEMS'}")
     for problem in list(report.problems)[:10]:
         out.error(str(problem))
-
-    location = _shown(backup.location)
-    out.say()
-    out.say(f"done in {time.monotonic() - began:.1f} s. Everything is in {_shown(folder)}:")
-    out.say(f"  original repository  {_shown(source_path)} (blobs in {_shown(source.blobs)})")
-    out.say(f"  backup               {location}")
-    out.say(f"  restored repository  {_shown(restored_path)}")
-    out.say(f"  task database        {_shown(tasks_path)}")
-    out.say()
-    out.say("try next:")
-    out.say(f"  repobackup ls {location}")
-    out.say(f"  repobackup verify {location}")
-    out.say(f"  repobackup tasks --repository {_shown(source_path)}")
-    out.say(
-        f"  repobackup restore --repository {_shown(folder / 'copy.db')} "
-        f"--store {_shown(store / 'demo')} --all"
-    )
-    out.say(f"  repobackup serve --repository {_shown(source_path)}")
+    _try_next(paths, location, blobs, began, out)
     return 0 if verified else 1

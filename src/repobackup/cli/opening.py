@@ -1,0 +1,199 @@
+"""Opening what a command works on: the repository (never created where it was to be read),
+the task database, the engine (after ending the runs that died), and tasks by id or name."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import getpass
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._model.ids import TASK_ID
+from .._model.task import BackupTask
+from ..exceptions import RepoBackupError, TaskNotFoundError
+from .exits import UsageError
+from .output import Output
+
+if TYPE_CHECKING:
+    from .._engine.engine import Engine
+    from .._pipeline.run import Progress
+    from .._tasks.store import TaskStore
+
+__all__ = [
+    "MissingRepositoryError",
+    "all_tasks",
+    "default_tasks_db",
+    "open_engine",
+    "open_existing_task_store",
+    "open_repository",
+    "open_task_store",
+    "recover",
+    "resolve_task",
+]
+
+LISTING_PAGE = 1000
+
+
+class MissingRepositoryError(RepoBackupError):
+    """A repository to read from does not exist; nothing was created in its place."""
+
+    def __init__(self, spec: str, path: str) -> None:
+        super().__init__(
+            f"repository {spec!r} does not exist (no file {path}); nothing was created. "
+            "Check the path (is the volume mounted?)"
+        )
+        self.path = path
+
+
+def default_tasks_db(repository: str | None) -> str | None:
+    """The task database beside a SQLite repository, ``REPO.tasks.sqlite``; else None."""
+    from .._backends.registry import sqlite_path
+
+    if repository is None:
+        return None
+    database = sqlite_path(repository)
+    return f"{database}.tasks.sqlite" if database else None
+
+
+def open_task_store(
+    stack: contextlib.ExitStack, tasks_db: str | None, repository: str | None
+) -> TaskStore:
+    """The task database *tasks_db* names, or the one beside the repository (created when
+    missing); a store in memory for a repository that has no place for one."""
+    from .._tasks.store import MemoryTaskStore, SqliteTaskStore
+
+    path = tasks_db if tasks_db is not None else default_tasks_db(repository)
+    if path is None:
+        return MemoryTaskStore()
+    store = SqliteTaskStore(path)
+    stack.callback(store.close)
+    return store
+
+
+def open_existing_task_store(
+    stack: contextlib.ExitStack, tasks_db: str | None, repository: str | None
+) -> TaskStore:
+    """Like `open_task_store`, for a command that only reads tasks: a database that does
+    not exist is a usage error, and is not created where a typo pointed."""
+    from .._tasks.store import SqliteTaskStore
+
+    path = tasks_db if tasks_db is not None else default_tasks_db(repository)
+    if path is None:
+        if repository is None:
+            raise UsageError("name the task database: --tasks-db PATH or --repository REPO")
+        raise UsageError(f"{repository!r} is not a SQLite repository: give --tasks-db PATH")
+    if not Path(path).is_file():
+        raise UsageError(
+            f"no task database at {path!r}; a backup or restore with that repository "
+            "creates it (or name it with --tasks-db)"
+        )
+    store = SqliteTaskStore(path)
+    stack.callback(store.close)
+    return store
+
+
+def open_repository(stack: contextlib.ExitStack, spec: str, *, create: bool) -> Any:
+    """The repository *spec* names; a Target when *create* (a restore may make a new one),
+    else a Source that must exist already: a missing SQLite file is an error, not an empty
+    repository that a backup would then report as a good backup of nothing."""
+    from .._backends.protocols import Source, Target
+    from .._backends.registry import UnknownBackendError, sqlite_path
+    from .._backends.registry import open_repository as open_named
+
+    database = sqlite_path(spec)
+    if database is not None and not create and not os.path.isfile(database):
+        raise MissingRepositoryError(spec, os.path.abspath(database))
+    try:
+        repository = open_named(spec)
+    except UnknownBackendError as exc:
+        raise UsageError(exc.message) from None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if callable(getattr(repository, "close", None)):
+        stack.callback(repository.close)
+    if not isinstance(repository, Source):
+        raise UsageError(f"repository {spec!r} cannot be read from: it is not a Source")
+    if create and not isinstance(repository, Target):
+        raise UsageError(f"repository {spec!r} cannot be restored into: it is not a Target")
+    return repository
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError, ImportError):
+        return "cli"
+
+
+def open_engine(
+    stack: contextlib.ExitStack,
+    args: argparse.Namespace,
+    *,
+    restore: bool = False,
+    on_progress: Callable[[Progress], None] | None = None,
+    tasks: TaskStore | None = None,
+) -> Engine:
+    """An engine on the repository and task database the options name."""
+    from .._engine.engine import Engine
+
+    repository = open_repository(stack, args.repository, create=restore)
+    if tasks is None:
+        tasks = open_task_store(stack, args.tasks_db, args.repository)
+    engine = Engine(
+        repository,
+        tasks=tasks,
+        max_workers=args.workers,
+        on_progress=on_progress,
+        user=_os_user(),
+    )
+    stack.callback(engine.close)
+    return engine
+
+
+def recover(engine: Engine, out: Output) -> None:
+    """End the runs of the task database whose process died (a SIGKILL, a power cut), as
+    the scheduler does, so that their tasks can run again now."""
+    for task_id in engine.recover_interrupted():
+        out.note(f"task {task_id}: ended its earlier run, whose process is gone (FAILED)")
+
+
+def all_tasks(store: TaskStore) -> Iterator[BackupTask]:
+    """Every task of *store*, newest first."""
+    number = 1
+    while True:
+        page = store.list(None, number, LISTING_PAGE)
+        yield from page.records
+        if number >= page.total_pages:
+            return
+        number += 1
+
+
+def resolve_task(store: TaskStore, text: str) -> str:
+    """The id of the one task that *text* names: its id, a unique prefix of it, or its name
+    when no other task has that name. UsageError listing the candidates when several
+    match; TaskNotFoundError when none does."""
+    wanted = text.strip()
+    if TASK_ID.match(wanted):
+        return wanted
+    if not wanted:
+        raise TaskNotFoundError(text)
+    prefix = wanted.lower()
+    by_id = [t for t in all_tasks(store) if (t.id or "").startswith(prefix)]
+    if len(by_id) == 1 and by_id[0].id is not None:
+        return by_id[0].id
+    by_name = [t for t in all_tasks(store) if t.name == wanted] if not by_id else []
+    found = by_id or by_name
+    if not found:
+        raise TaskNotFoundError(text)
+    if len(found) == 1 and found[0].id is not None:
+        return found[0].id
+    shown = "\n".join(f"  {t.id}  {t.name}  {t.type.value}  {t.state.value}" for t in found[:20])
+    more = f"\n  … and {len(found) - 20} more" if len(found) > 20 else ""
+    kind = "id prefix" if by_id else "task name"
+    raise UsageError(
+        f"{kind} {text!r} is ambiguous: {len(found)} tasks match; give more of the id:\n"
+        f"{shown}{more}"
+    )
