@@ -21,6 +21,7 @@ from helpers import Clock
 from repobackup import (
     ConflictStrategy,
     Engine,
+    Progress,
     RunSummary,
     Scope,
     TaskState,
@@ -30,7 +31,6 @@ from repobackup import (
 )
 from repobackup._backends.memory import MemoryRepository
 from repobackup._backends.sqlite import SqliteRepository
-from repobackup._pipeline.run import Progress
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

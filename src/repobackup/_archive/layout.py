@@ -13,7 +13,7 @@ import posixpath
 import re
 import shutil
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import IO, Any, Protocol, cast
 from urllib.parse import quote, unquote
@@ -36,7 +36,6 @@ __all__ = [
     "decode_component",
     "encode_component",
     "line_to_record",
-    "open_backup_chain",
     "open_store",
     "record_member",
     "record_to_line",
@@ -450,75 +449,3 @@ def load_manifest(reader: BackupReader, location: str) -> dict[str, Any]:
     if not isinstance(members, list):
         raise ArchiveError(f"{location}: manifest.json has no members list")
     return manifest
-
-
-ReaderFactory = Callable[[fsspec.AbstractFileSystem, str, str], BackupReader]
-
-
-def _open_one(fs: fsspec.AbstractFileSystem, path: str, location: str) -> BackupReader:
-    if path.endswith(".zip"):
-        from .zip import ZipReader
-
-        return ZipReader(fs, path, location)
-    return FolderReader(fs, path, location)
-
-
-def open_backup_chain(
-    location: str, storage_options: Mapping[str, Mapping[str, Any]] | None = None
-) -> list[BackupReader]:
-    """The backups a restore from *location* applies, oldest first.
-
-    A backup folder or zip is restored alone. A task folder restores its newest complete
-    backup and, when that is an increment, the backups it follows back to a full one.
-    """
-    fs, path = open_store(location, storage_options)
-    path = path.rstrip("/")
-    with store_errors(f"reading {location!r}"):
-        kind = path_type(fs, path, f"checking {path}")
-        is_dir = kind == "directory"
-        manifest = posixpath.join(path, MANIFEST)
-        if path.endswith(".zip") or (
-            is_dir and path_type(fs, manifest, f"checking {manifest}") == "file"
-        ):
-            if kind is None:
-                raise ArchiveError(f"no backup at {location!r}")
-            return [_open_one(fs, path, location)]
-        if not is_dir:
-            raise ArchiveError(f"no backup at {location!r}")
-        candidates = sorted(
-            (
-                posixpath.basename(p.rstrip("/"))
-                for p in retrying(f"listing {path}", lambda: fs.ls(path, detail=False))
-            ),
-            key=lambda name: m["stamp"] if (m := BACKUP_NAME.match(name)) else "",
-            reverse=True,
-        )
-    complete: dict[str, BackupReader] = {}
-    newest: BackupReader | None = None
-    for name in candidates:
-        if not BACKUP_NAME.match(name):
-            continue
-        try:
-            reader = _open_one(fs, posixpath.join(path, name), f"{location.rstrip('/')}/{name}")
-        except ArchiveError:
-            continue  # incomplete or damaged: not a backup to restore from
-        complete[name.removesuffix(".zip")] = reader
-        newest = newest or reader
-    if newest is None:
-        if not complete and BACKUP_NAME.match(posixpath.basename(path)):
-            # Named like a backup, holding none: a backup folder that never completed.
-            raise ArchiveError(f"{location}: no manifest.json, not a complete backup")
-        raise ArchiveError(f"no complete backup in {location!r}")
-    chain = [newest]
-    while (follows := chain[-1].manifest.get("follows")) is not None:
-        previous = complete.get(str(follows))
-        if previous is None:
-            raise ArchiveError(
-                f"{chain[-1].location} is an increment of {follows!r}, "
-                "which is missing or incomplete"
-            )
-        chain.append(previous)
-    for reader in complete.values():
-        if reader not in chain:
-            reader.close()
-    return chain[::-1]

@@ -12,7 +12,8 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from ..exceptions import ArchiveError, store_errors
-from .layout import BACKUP_NAME, MANIFEST, STAMP_FORMAT, _open_one
+from .catalog import entries, list_names, open_backup
+from .layout import BACKUP_NAME, MANIFEST, STAMP_FORMAT
 
 __all__ = ["apply_retention", "remove_leftovers"]
 
@@ -103,7 +104,7 @@ def remove_leftovers(
     }
     in_place = not isinstance(fs, LocalFileSystem)
     removed = []
-    for entry in _entries(fs, task_dir):
+    for entry in list_names(fs, task_dir):
         partial = entry.startswith(".") and entry.endswith(_PARTIAL)
         name = entry[1 : -len(_PARTIAL)] if partial else entry
         match = BACKUP_NAME.match(name)
@@ -116,44 +117,29 @@ def remove_leftovers(
     return removed
 
 
-def _entries(fs: fsspec.AbstractFileSystem, task_dir: str) -> list[str]:
-    with store_errors(f"listing {task_dir!r}"):
-        if not fs.isdir(task_dir):
-            return []
-        # Object stores list cached results; a stale listing could hide a new backup.
-        fs.invalidate_cache(task_dir)
-        return sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(task_dir, detail=False))
-
-
 def _complete_backups(fs: fsspec.AbstractFileSystem, task_dir: str) -> list[_Backup]:
     """The complete backups of the task *task_dir* is named after, newest first."""
-    task_name = posixpath.basename(task_dir)
     backups = []
-    for entry in _entries(fs, task_dir):
-        match = BACKUP_NAME.match(entry)
-        if match is None or match["name"] != task_name:
-            continue
-        path = posixpath.join(task_dir, entry)
-        manifest = _manifest(fs, path)
+    for entry in entries(fs, task_dir, task_name=posixpath.basename(task_dir.rstrip("/"))):
+        manifest = _manifest(fs, entry.path)
         if manifest is None:
             continue
         follows = manifest.get("follows")
         backups.append(
             _Backup(
-                name=entry.removesuffix(".zip"),
-                path=path,
-                stamp=match["stamp"],
+                name=entry.backup_name,
+                path=entry.path,
+                stamp=entry.stamp,
                 follows=follows if isinstance(follows, str) else None,
             )
         )
-    backups.sort(key=lambda backup: (backup.stamp, backup.name), reverse=True)
     return backups
 
 
 def _manifest(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, object] | None:
     """The manifest of the backup at *path*, or None when it is not a complete backup."""
     try:
-        reader = _open_one(fs, path, path)
+        reader = open_backup(fs, path, path)
     except ArchiveError:
         return None
     try:

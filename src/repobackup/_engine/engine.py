@@ -32,7 +32,10 @@ from .._model.task import (
     TaskType,
 )
 from .._model.times import local_zone
-from .._pipeline.run import Progress, RunState, run_backup, run_restore
+from .._pipeline.backup import run_backup
+from .._pipeline.context import RunContext
+from .._pipeline.restore import run_restore
+from .._pipeline.tally import Phase, Progress, RunState
 from .._tasks.store import MemoryTaskStore, TaskStore
 from ..exceptions import RepoBackupError, TaskNotFoundError
 
@@ -181,7 +184,7 @@ class Engine:
             with self._runner_lock:
                 if self._runner is None:
                     self._runner = ThreadPoolExecutor(
-                        max_workers=4, thread_name_prefix="repobackup-task"
+                        max_workers=self.max_workers, thread_name_prefix="repobackup-task"
                     )
                 return self._runner.submit(self._run_claimed, task, owner)
         except BaseException as exc:
@@ -264,9 +267,9 @@ class Engine:
         state = TaskState.FAILED
         try:
             if task.type is TaskType.DATA_RESTORE:
-                location = run_restore(self, task, run)
+                location = run_restore(self._context(), task, run)
             else:
-                location = run_backup(self, task, run, started)
+                location = run_backup(self._context(), task, run, started)
                 self._retain(task, run, location)
             state = TaskState.FINISHED
         except RepoBackupError as exc:
@@ -285,6 +288,18 @@ class Engine:
             self._stop_heartbeat(owner)
         return self._finish(
             task, owner=owner, run=run, started=started, location=location, state=state
+        )
+
+    def _context(self) -> RunContext:
+        return RunContext(
+            source=self.source,
+            target=self.target,
+            storage_options=self.storage_options,
+            executor=self.executor,
+            max_workers=self.max_workers,
+            tz=self.tz,
+            now=self.now,
+            history=self.tasks.runs,
         )
 
     def _finish(
@@ -316,7 +331,7 @@ class Engine:
         finished = self.tasks.finish(task.id, owner=owner, state=final, summary=summary, now=now)
         if finished is None:
             log.warning("task %s: the run ended but its lease was taken over", task.id)
-        run.progress("done", force=True)
+        run.progress(Phase.DONE, force=True)
         self._notify(finished or task, summary)
         return summary
 

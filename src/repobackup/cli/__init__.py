@@ -34,7 +34,7 @@ from ..exceptions import (
 
 if TYPE_CHECKING:
     from .._engine.engine import Engine
-    from .._pipeline.run import Progress
+    from .._pipeline.tally import Progress
     from .._tasks.store import TaskStore
 
 
@@ -834,7 +834,7 @@ def _backups_in(location: str) -> list[tuple[str, str]]:
 
 
 def _cmd_ls(args: argparse.Namespace, out: Output) -> int:
-    from .._archive.layout import open_backup_chain
+    from .._archive.catalog import open_backup_chain
 
     chain = open_backup_chain(args.location)
     try:
