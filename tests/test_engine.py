@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import shutil
 import tempfile
@@ -434,8 +433,6 @@ class TestProperties:
     ) -> None:
         """A random repository backed up and restored into an empty one is identical,
         record for record and byte for byte."""
-        if compression and importlib.util.find_spec("repobackup._archive.zip") is None:
-            compression = False  # the compressed form is checked once it is installed
         with tempfile.TemporaryDirectory() as scratch:
             root = Path(scratch)
             with (

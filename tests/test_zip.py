@@ -24,7 +24,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from repobackup._archive.layout import blob_member
-from repobackup._archive.zip import ZipReader, ZipWriter, worth_compressing
+from repobackup._archive.zipreader import ZipReader
+from repobackup._archive.zipwriter import ZipWriter, worth_compressing
 from repobackup.exceptions import ArchiveError, StoreError
 
 MANIFEST = {"format": 1, "members": []}

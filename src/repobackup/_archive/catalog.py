@@ -15,7 +15,7 @@ import fsspec
 from ..exceptions import ArchiveError, store_errors
 from .layout import BACKUP_NAME, MANIFEST, BackupReader, FolderReader, open_store
 from .retry import path_type, retrying
-from .zip import ZipReader
+from .zipreader import ZipReader
 
 __all__ = [
     "Entry",

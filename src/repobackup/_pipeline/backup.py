@@ -23,7 +23,7 @@ from .._archive.layout import (
     task_folder,
 )
 from .._archive.retry import path_type
-from .._archive.zip import ZipWriter
+from .._archive.zipwriter import ZipWriter
 from .._backends.protocols import Record, Scope, Source
 from .._model.convert import to_json
 from .._model.select import select
