@@ -19,7 +19,7 @@ from fsspec.implementations.memory import MemoryFile, MemoryFileSystem
 
 from conftest import ARCHIVE_T0
 from repobackup import Engine, RunSummary, TaskState
-from repobackup._archive.retry import is_transient, retrying
+from repobackup._archive.store import is_transient, retrying
 from repobackup._archive.verify import verify
 from repobackup._backends.sqlite import SqliteRepository
 from repobackup.exceptions import StoreError

@@ -14,7 +14,7 @@ import fsspec
 
 from ..exceptions import ArchiveError, store_errors
 from .layout import BACKUP_NAME, MANIFEST, BackupReader, FolderReader, open_store
-from .retry import path_type, retrying
+from .store import path_type, retrying
 from .zipreader import ZipReader
 
 __all__ = [

@@ -25,7 +25,7 @@ from fsspec.implementations.local import LocalFileSystem
 from .._backends.protocols import Record, Scope
 from .._model.times import parse_datetime
 from ..exceptions import ArchiveError, store_errors
-from .retry import path_type, retrying
+from .store import path_type, retrying
 
 __all__ = [
     "FORMAT",

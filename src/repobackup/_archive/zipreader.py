@@ -25,7 +25,7 @@ from .layout import (
     check_member_path,
     load_manifest,
 )
-from .retry import retrying
+from .store import retrying
 from .zipformat import (
     CENTRAL,
     CENTRAL_SIG,

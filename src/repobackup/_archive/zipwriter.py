@@ -35,7 +35,7 @@ from .layout import (
     blob_member,
     check_member_path,
 )
-from .retry import path_type, retrying
+from .store import path_type, retrying
 from .zipformat import (
     CENTRAL,
     CENTRAL_SIG,

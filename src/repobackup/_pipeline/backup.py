@@ -22,7 +22,7 @@ from .._archive.layout import (
     record_to_line,
     task_folder,
 )
-from .._archive.retry import path_type
+from .._archive.store import path_type
 from .._archive.zipwriter import ZipWriter
 from .._backends.protocols import Record, Scope, Source
 from .._model.convert import to_json
