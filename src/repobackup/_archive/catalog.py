@@ -14,12 +14,13 @@ import fsspec
 
 from ..exceptions import ArchiveError, store_errors
 from .layout import BACKUP_NAME, MANIFEST, BackupReader, FolderReader, open_store
-from .store import path_type, retrying
+from .store import parse_partial, path_type, retrying
 from .zipreader import ZipReader
 
 __all__ = [
     "Entry",
     "complete_backups",
+    "describe",
     "entries",
     "list_names",
     "open_backup",
@@ -90,6 +91,38 @@ def complete_backups(
         except ArchiveError:
             continue  # incomplete or damaged: not a backup to restore from
     return readers
+
+
+def describe(
+    location: str, storage_options: Mapping[str, Mapping[str, Any]] | None = None
+) -> list[tuple[str, str]]:
+    """Every entry of the task folder *location* named like a backup or a backup's work in
+    progress, by name, with its status: ``complete``, ``zip`` (a zip whose end record and
+    manifest read back) or why it is incomplete."""
+    fs, path = open_store(location, storage_options)
+    path = path.rstrip("/")
+    found = []
+    for name in list_names(fs, path):
+        final = parse_partial(name)
+        if not BACKUP_NAME.match(final if final is not None else name):
+            continue
+        entry = posixpath.join(path, name)
+        if final is not None:
+            found.append((name, "incomplete (being written or abandoned)"))
+            continue
+        try:
+            open_backup(fs, entry, f"{location.rstrip('/')}/{name}").close()
+        except ArchiveError as exc:
+            found.append((name, f"incomplete ({_why(exc)})"))
+            continue
+        found.append((name, "zip" if name.endswith(".zip") else "complete"))
+    return found
+
+
+def _why(exc: ArchiveError) -> str:
+    if "no manifest.json" in exc.message:
+        return "no manifest.json"
+    return exc.message.rpartition(": ")[2] or exc.message
 
 
 def _is_single_backup(fs: fsspec.AbstractFileSystem, path: str) -> tuple[bool, bool]:

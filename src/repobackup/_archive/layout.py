@@ -25,7 +25,7 @@ from fsspec.implementations.local import LocalFileSystem
 from .._backends.protocols import Record, Scope
 from .._model.times import parse_datetime
 from ..exceptions import ArchiveError, store_errors
-from .store import path_type, retrying
+from .store import partial_path, path_type, publish, retrying
 
 __all__ = [
     "FORMAT",
@@ -263,14 +263,11 @@ class FolderWriter:
         self.location = location
         self._final = path
         self._local = isinstance(fs, LocalFileSystem)
-        parent, base = posixpath.split(path)
-        self._root = posixpath.join(parent, f".{base}.partial") if self._local else path
+        self._root = partial_path(path) if self._local else path
         self._made: set[str] = set()
         self._lock = threading.Lock()
         with store_errors(f"creating {location!r}"):
-            if path_type(fs, path, f"checking {path}") or path_type(
-                fs, self._root, f"checking {self._root}"
-            ):
+            if path_type(fs, path, f"checking {path}"):
                 raise FileExistsError(f"{location} already exists")
             retrying(f"creating {self._root}", lambda: fs.makedirs(self._root, exist_ok=True))
 
@@ -333,7 +330,7 @@ class FolderWriter:
             with self._open(MANIFEST) as file:
                 file.write(data)
             if self._local:
-                os.replace(self._root, self._final)
+                publish(self._root, self._final)
 
     def abort(self) -> None:
         self._remove(self._root)

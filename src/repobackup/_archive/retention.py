@@ -14,13 +14,13 @@ from fsspec.implementations.local import LocalFileSystem
 from ..exceptions import ArchiveError, store_errors
 from .catalog import entries, list_names, open_backup
 from .layout import BACKUP_NAME, MANIFEST, STAMP_FORMAT
+from .store import parse_partial
 
 __all__ = ["apply_retention", "remove_leftovers"]
 
 # A run takes the next free second when its own is taken (see run_backup), so its backup's
 # stamp can be a few seconds after its start.
 LEFTOVER_WINDOW = timedelta(seconds=10)
-_PARTIAL = ".partial"
 
 
 @attrs.frozen
@@ -87,7 +87,7 @@ def remove_leftovers(
     """Remove what a run of *task_name* started at *started* left in *task_dir* without
     completing it; return the paths removed.
 
-    That is its hidden ``.<name>-<stamp>[.zip].partial`` work in progress, and on stores
+    That is its hidden ``.<name>-<stamp>[.zip].<token>.partial`` work in progress, and on stores
     written in place (object stores) a ``<name>-<stamp>[.zip]`` that holds no complete
     backup. The stamp is *started* in zone *tz* (the zone the run named its backup in), or
     a few seconds after it, and not after *until* (a later stamp is a later run's). A
@@ -105,8 +105,9 @@ def remove_leftovers(
     in_place = not isinstance(fs, LocalFileSystem)
     removed = []
     for entry in list_names(fs, task_dir):
-        partial = entry.startswith(".") and entry.endswith(_PARTIAL)
-        name = entry[1 : -len(_PARTIAL)] if partial else entry
+        final = parse_partial(entry)
+        partial = final is not None
+        name = final if final is not None else entry
         match = BACKUP_NAME.match(name)
         if match is None or match["name"] != task_name or match["stamp"] not in stamps:
             continue

@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import posixpath
+import secrets
 import shutil
 from collections.abc import Callable
 from typing import IO, Any, TypeVar
@@ -25,7 +27,10 @@ __all__ = [
     "PARTIAL",
     "Store",
     "is_transient",
+    "parse_partial",
     "partial_name",
+    "partial_path",
+    "publish",
     "path_type",
     "retrying",
     "store_errors",
@@ -185,6 +190,38 @@ def path_type(fs: Any, path: str, what: str) -> str | None:
         return str(info.get("type", "file"))
 
     return retrying(what, probe)
+
+
+def partial_path(final_path: str) -> str:
+    """A fresh partial path beside *final_path*, unique to the caller (see `partial_name`)."""
+    parent, base = posixpath.split(final_path)
+    return posixpath.join(parent, partial_name(base, secrets.token_hex(6)))
+
+
+def publish(partial: str, final: str) -> None:
+    """Give the finished local *partial* (file or folder) its *final* name, never replacing
+    anything there: FileExistsError when the name is taken."""
+    if os.path.isdir(partial):
+        if os.path.lexists(final):
+            raise FileExistsError(f"{final} already exists")
+        try:
+            os.rename(partial, final)  # fails too when a non-empty folder appeared meanwhile
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
+                raise FileExistsError(f"{final} already exists") from None
+            raise
+        return
+    try:
+        os.link(partial, final)  # creates the name exclusively, or fails with EEXIST
+    except FileExistsError:
+        raise FileExistsError(f"{final} already exists") from None
+    except OSError:
+        # A file system without hard links: the check and the rename are two steps there.
+        if os.path.lexists(final):
+            raise FileExistsError(f"{final} already exists") from None
+        os.rename(partial, final)
+        return
+    os.unlink(partial)
 
 
 def partial_name(final: str, token: str) -> str:

@@ -35,7 +35,7 @@ from .layout import (
     blob_member,
     check_member_path,
 )
-from .store import path_type, retrying
+from .store import partial_path, path_type, publish, retrying
 from .zipformat import (
     CENTRAL,
     CENTRAL_SIG,
@@ -282,9 +282,10 @@ class ZipWriter:
     write-only streams (s3fs): no seek is ever needed.
 
     The zip appears whole or not at all: on a local disk it is written as
-    ``.<name>.zip.partial`` beside its final name and renamed at commit; on an object store
-    it is written to its final key, which a multipart upload only creates when the file is
-    closed, and `abort` discards the upload.
+    ``.<name>.zip.<token>.partial`` (unique to the run) beside its final name and given that
+    name at commit, never replacing another; on an object store it is written to its final
+    key, which a multipart upload only creates when the file is closed, and `abort`
+    discards the upload.
     """
 
     compressed = True
@@ -303,8 +304,8 @@ class ZipWriter:
         self.location = location
         self._final = path
         self._local = isinstance(fs, LocalFileSystem)
-        parent, base = posixpath.split(path)
-        self._target = posixpath.join(parent, f".{base}.partial") if self._local else path
+        parent = posixpath.dirname(path)
+        self._target = partial_path(path) if self._local else path
         self._level = level
         self._force_zip64 = force_zip64
         # Every worker and the records stream may hold a spool at once.
@@ -317,10 +318,7 @@ class ZipWriter:
         self._committed = False
         self._compressors = threading.local()
         with store_errors(f"creating {location}"):
-            taken = path_type(fs, path, f"checking {path}") or path_type(
-                fs, self._target, f"checking {self._target}"
-            )
-            if taken:
+            if path_type(fs, path, f"checking {path}"):
                 raise FileExistsError(f"{location} already exists")
             retrying(f"creating {parent}", lambda: fs.makedirs(parent, exist_ok=True))
             self._out: IO[bytes] = retrying(
@@ -427,7 +425,7 @@ class ZipWriter:
                     os.fsync(self._out.fileno())
                 self._out.close()
                 if self._local:
-                    os.replace(self._target, self._final)
+                    publish(self._target, self._final)
             except BaseException:
                 self._broken = "committing it failed"
                 raise

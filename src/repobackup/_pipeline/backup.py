@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 
+from .._archive.catalog import list_names
 from .._archive.layout import (
     FORMAT,
     STAMP_FORMAT,
@@ -22,7 +23,7 @@ from .._archive.layout import (
     record_to_line,
     task_folder,
 )
-from .._archive.store import path_type
+from .._archive.store import parse_partial
 from .._archive.zipwriter import ZipWriter
 from .._backends.protocols import Record, Scope, Source
 from .._model.convert import to_json
@@ -115,14 +116,15 @@ def _plan(context: RunContext, task: BackupTask, run: RunState, started: datetim
     fs, task_dir = task_folder(task.store_location, task.name, context.storage_options)
     stamp = started.astimezone(context.tz)
     suffix = ".zip" if task.content.compression else ""
+    # A name is taken by a backup, complete or not, and by another run's work in progress.
+    listed = list_names(fs, task_dir)
+    taken = set(listed) | {final for entry in listed if (final := parse_partial(entry))}
     while True:
         name = f"{task.name}-{stamp.strftime(STAMP_FORMAT)}"
-        path = posixpath.join(task_dir, name + suffix)
-        partial = posixpath.join(task_dir, f".{name}{suffix}.partial")
-        taken = any(path_type(fs, p, f"checking {p}") is not None for p in (path, partial))
-        if not taken:
+        if name + suffix not in taken:
             break
         stamp += timedelta(seconds=1)  # two runs in one second: the later one takes the next
+    path = posixpath.join(task_dir, name + suffix)
     location = _join_location(task.store_location, f"{task.name}/{name}{suffix}")
     return _Plan(name, path, location, task_dir, fs, scopes, since, follows)
 

@@ -12,7 +12,6 @@ import ipaddress
 import json
 import logging
 import os
-import posixpath
 import signal
 import socketserver
 import sys
@@ -810,27 +809,9 @@ def _cmd_verify(args: argparse.Namespace, out: Output) -> int:
 
 def _backups_in(location: str) -> list[tuple[str, str]]:
     """The backups in a task folder by name, with whether each is complete."""
-    from .._archive.layout import BACKUP_NAME, MANIFEST, open_store
-    from ..exceptions import store_errors
+    from .._archive.catalog import describe
 
-    fs, path = open_store(location)
-    found = []
-    with store_errors(f"listing {location!r}"):
-        for entry in sorted(fs.ls(path.rstrip("/"), detail=False)):
-            name = posixpath.basename(entry.rstrip("/"))
-            partial = name.startswith(".") and name.endswith(".partial")
-            match = BACKUP_NAME.match(name.removeprefix(".").removesuffix(".partial"))
-            if match is None:
-                continue
-            if partial:
-                found.append((name, "incomplete (being written or abandoned)"))
-            elif name.endswith(".zip"):
-                found.append((name, "zip"))
-            elif fs.isfile(posixpath.join(entry, MANIFEST)):
-                found.append((name, "complete"))
-            else:
-                found.append((name, "incomplete (no manifest.json)"))
-    return found
+    return describe(location)
 
 
 def _cmd_ls(args: argparse.Namespace, out: Output) -> int:
