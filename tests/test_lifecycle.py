@@ -37,7 +37,7 @@ from repobackup import (
     TaskRunningError,
     TaskState,
 )
-from repobackup._archive.layout import MANIFEST
+from repobackup._archive.manifest import MANIFEST
 from repobackup._archive.retention import apply_retention, remove_leftovers
 from repobackup._backends.memory import MemoryRepository
 from repobackup._backends.sqlite import SqliteRepository

@@ -13,7 +13,8 @@ import attrs
 import fsspec
 
 from ..exceptions import ArchiveError, store_errors
-from .layout import BACKUP_NAME, MANIFEST, BackupReader, FolderReader, open_store
+from .layout import BACKUP_NAME, BackupReader, FolderReader, open_store
+from .manifest import MANIFEST
 from .store import parse_partial, path_type, retrying
 from .zipreader import ZipReader
 

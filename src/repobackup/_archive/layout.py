@@ -25,10 +25,10 @@ from fsspec.implementations.local import LocalFileSystem
 from .._backends.protocols import Record, Scope
 from .._model.times import parse_datetime
 from ..exceptions import ArchiveError, store_errors
+from .manifest import MANIFEST, Manifest, dump, parse_manifest, read_bounded
 from .store import partial_path, path_type, publish, retrying
 
 __all__ = [
-    "FORMAT",
     "BackupReader",
     "BackupWriter",
     "MemberInfo",
@@ -41,8 +41,6 @@ __all__ = [
     "record_to_line",
 ]
 
-FORMAT = 1
-MANIFEST = "manifest.json"
 CHUNK = 1 << 20
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 BACKUP_NAME = re.compile(r"^(?P<name>.+)-(?P<stamp>\d{8}\.\d{6})(?P<zip>\.zip)?$")
@@ -225,7 +223,7 @@ class BackupWriter(Protocol):
         """Write a blob member (thread-safe); return the bytes stored."""
         ...
 
-    def commit(self, manifest: Mapping[str, Any]) -> None:
+    def commit(self, manifest: Manifest | Mapping[str, Any]) -> None:
         """Write the manifest, last, and move the backup into place."""
         ...
 
@@ -320,8 +318,8 @@ class FolderWriter:
             raise
         return size
 
-    def commit(self, manifest: Mapping[str, Any]) -> None:
-        data = json.dumps(manifest, ensure_ascii=False, indent=1).encode()
+    def commit(self, manifest: Manifest | Mapping[str, Any]) -> None:
+        data = manifest.dump() if isinstance(manifest, Manifest) else dump(manifest)
         with store_errors(f"committing {self.location!r}"):
             if self._local and not self.fs.isdir(self._root):
                 # Removed under us (a run taken for dead was cleaned up): never let a
@@ -435,14 +433,5 @@ def load_manifest(reader: BackupReader, location: str) -> dict[str, Any]:
     if not reader.exists(MANIFEST):
         raise ArchiveError(f"{location}: no manifest.json, not a complete backup")
     with reader.open(MANIFEST) as file:
-        raw = file.read()
-    manifest = _json_object(raw, f"{location}: manifest.json is not a JSON object")
-    if manifest.get("format") != FORMAT:
-        raise ArchiveError(
-            f"{location}: unsupported archive format {manifest.get('format')!r} "
-            f"(this version reads format {FORMAT})"
-        )
-    members = manifest.get("members")
-    if not isinstance(members, list):
-        raise ArchiveError(f"{location}: manifest.json has no members list")
-    return manifest
+        raw = read_bounded(file, location)
+    return parse_manifest(raw, location)

@@ -13,7 +13,8 @@ from fsspec.implementations.local import LocalFileSystem
 
 from ..exceptions import ArchiveError, store_errors
 from .catalog import entries, list_names, open_backup
-from .layout import BACKUP_NAME, MANIFEST, STAMP_FORMAT
+from .layout import BACKUP_NAME, STAMP_FORMAT
+from .manifest import MANIFEST, follows_of
 from .store import parse_partial
 
 __all__ = ["apply_retention", "remove_leftovers"]
@@ -125,13 +126,12 @@ def _complete_backups(fs: fsspec.AbstractFileSystem, task_dir: str) -> list[_Bac
         manifest = _manifest(fs, entry.path)
         if manifest is None:
             continue
-        follows = manifest.get("follows")
         backups.append(
             _Backup(
                 name=entry.backup_name,
                 path=entry.path,
                 stamp=entry.stamp,
-                follows=follows if isinstance(follows, str) else None,
+                follows=follows_of(manifest),
             )
         )
     return backups

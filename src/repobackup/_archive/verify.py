@@ -26,7 +26,6 @@ from .catalog import entries, open_backup, open_backup_chain
 from .layout import (
     BACKUP_NAME,
     CHUNK,
-    MANIFEST,
     SHA256,
     BackupReader,
     blob_member,
@@ -35,6 +34,7 @@ from .layout import (
     open_store,
     record_member,
 )
+from .manifest import MANIFEST
 
 __all__ = ["VerifyProblem", "VerifyReport", "check_records_member", "verify"]
 

@@ -21,10 +21,10 @@ from fsspec.implementations.local import LocalFileSystem
 from ..exceptions import ArchiveError, store_errors
 from .layout import (
     CHUNK,
-    MANIFEST,
     check_member_path,
     load_manifest,
 )
+from .manifest import MANIFEST
 from .store import retrying
 from .zipformat import (
     CENTRAL,

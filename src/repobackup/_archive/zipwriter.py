@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
 import os
 import posixpath
 import sqlite3
@@ -29,12 +28,12 @@ from fsspec.spec import AbstractBufferedFile
 from ..exceptions import StoreError, store_errors
 from .layout import (
     CHUNK,
-    MANIFEST,
     SHA256,
     MemberInfo,
     blob_member,
     check_member_path,
 )
+from .manifest import MANIFEST, Manifest, dump
 from .store import partial_path, path_type, publish, retrying
 from .zipformat import (
     CENTRAL,
@@ -400,9 +399,9 @@ class ZipWriter:
             raise
         return sink.size
 
-    def commit(self, manifest: Mapping[str, Any]) -> None:
+    def commit(self, manifest: Manifest | Mapping[str, Any]) -> None:
         """Append ``manifest.json`` and the central directory, then make the zip visible."""
-        data = json.dumps(manifest, ensure_ascii=False, indent=1).encode()
+        data = manifest.dump() if isinstance(manifest, Manifest) else dump(manifest)
         self._reserve(MANIFEST)
         spool = io.BytesIO()
         sink = _Sink(spool, hashing=False)

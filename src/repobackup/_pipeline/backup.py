@@ -14,7 +14,6 @@ import attrs
 
 from .._archive.catalog import list_names
 from .._archive.layout import (
-    FORMAT,
     STAMP_FORMAT,
     BackupWriter,
     FolderWriter,
@@ -23,6 +22,7 @@ from .._archive.layout import (
     record_to_line,
     task_folder,
 )
+from .._archive.manifest import FORMAT, BlobTally, Manifest, Member
 from .._archive.store import parse_partial
 from .._archive.zipwriter import ZipWriter
 from .._backends.protocols import Record, Scope, Source
@@ -191,10 +191,10 @@ def _write_members(
     run: RunState,
     seen: SeenBlobs,
     pump: BlobPump,
-) -> tuple[dict[str, list[str]], list[dict[str, Any]]]:
+) -> tuple[dict[str, list[str]], list[Member]]:
     """Write one records member per collection of each scope; return the project tree and
     the manifest's member entries."""
-    members: list[dict[str, Any]] = []
+    members: list[Member] = []
     tree: dict[str, list[str]] = {}
     for scope in plan.scopes:
         if scope.project_id is not None:
@@ -219,16 +219,16 @@ def _write_members(
             # An empty member stays: in an increment it says the collection had no changes.
             info = writer.write_records(member, lines)
             members.append(
-                {
-                    "path": info.path,
-                    "projectId": scope.project_id,
-                    "repoName": scope.repo_name,
-                    "collection": collection,
-                    "records": info.records,
-                    "tombstones": tally["tombstones"],
-                    "size": info.size,
-                    "sha256": info.sha256,
-                }
+                Member(
+                    path=info.path,
+                    project_id=scope.project_id,
+                    repo_name=scope.repo_name,
+                    collection=collection,
+                    records=info.records,
+                    tombstones=tally["tombstones"],
+                    size=info.size,
+                    sha256=info.sha256,
+                )
             )
     return tree, members
 
@@ -241,31 +241,31 @@ def _manifest(
     plan: _Plan,
     started: datetime,
     tree: dict[str, list[str]],
-    members: list[dict[str, Any]],
-) -> dict[str, Any]:
+    members: list[Member],
+) -> Manifest:
     since = plan.since
-    return {
-        "format": FORMAT,
-        "generator": f"{_package} {_version()}",
-        "taskId": task.id,
-        "name": plan.name,
-        "taskName": task.name,
-        "created": started.isoformat(),
-        "completed": context.now().isoformat(),
-        "kind": "incremental" if since is not None else "full",
-        "since": since.isoformat() if since is not None else None,
-        "follows": plan.follows if since is not None else None,
-        "compression": task.content.compression,
-        "commonData": task.content.common_data,
-        "content": to_json(task.content),
-        "projects": tree,
-        "members": members,
-        "blobs": {
-            "count": run.counts.blobs_written,
-            "bytes": run.counts.bytes_read,
-            "failed": run.failed_blobs(),
-        },
-    }
+    return Manifest(
+        format=FORMAT,
+        generator=f"{_package} {_version()}",
+        task_id=task.id,
+        name=plan.name,
+        task_name=task.name,
+        created=started.isoformat(),
+        completed=context.now().isoformat(),
+        kind="incremental" if since is not None else "full",
+        since=since.isoformat() if since is not None else None,
+        follows=plan.follows if since is not None else None,
+        compression=task.content.compression,
+        common_data=task.content.common_data,
+        content=to_json(task.content),
+        projects=tree,
+        members=tuple(members),
+        blobs=BlobTally(
+            count=run.counts.blobs_written,
+            bytes=run.counts.bytes_read,
+            failed=tuple(run.failed_blobs()),
+        ),
+    )
 
 
 def _backup_lines(

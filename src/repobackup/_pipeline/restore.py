@@ -14,6 +14,7 @@ import zstandard
 
 from .._archive.catalog import open_backup_chain
 from .._archive.layout import CHUNK, BackupReader, blob_member, line_to_record, record_member
+from .._archive.manifest import failed_blobs_of, projects_of
 from .._archive.verify import check_records_member
 from .._backends.protocols import Outcome, Record, Scope, Target
 from .._model.select import select
@@ -52,16 +53,6 @@ def run_restore(context: RunContext, task: BackupTask, run: RunState) -> str:
         for reader in chain:
             reader.close()
     return chain[-1].location
-
-
-def _manifest_tree(reader: BackupReader) -> dict[str, list[str]]:
-    tree = reader.manifest.get("projects")
-    if not isinstance(tree, dict) or not all(
-        isinstance(k, str) and isinstance(v, list) and all(isinstance(r, str) for r in v)
-        for k, v in tree.items()
-    ):
-        raise ArchiveError(f"{reader.location}: manifest.json has a malformed projects map")
-    return tree
 
 
 def _member_scope(reader: BackupReader, entry: Any, compressed: bool) -> tuple[Scope, str]:
@@ -135,12 +126,10 @@ class _Restore:
         self.run_state = run
         self.pool = pool
         self.compressed = bool(reader.manifest.get("compression"))
-        blobs = reader.manifest.get("blobs")
-        failed = blobs.get("failed") if isinstance(blobs, dict) else None
-        self.failed_blobs = {sha for sha in failed or () if isinstance(sha, str)}
+        self.failed_blobs = failed_blobs_of(reader.manifest)
 
     def run(self) -> None:
-        tree = _manifest_tree(self.reader)
+        tree = projects_of(self.reader.manifest, self.reader.location)
         content = self.task.content
         wanted = select(content.projects, tree, lambda p: tree[p]) if content.projects else {}
         run = self.run_state
