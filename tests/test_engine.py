@@ -20,16 +20,16 @@ from helpers import Clock
 from repobackup import (
     ConflictStrategy,
     Engine,
+    MemoryRepository,
     Progress,
     RunSummary,
     Scope,
+    SqliteRepository,
     TaskState,
     ValidationError,
     from_json,
     to_json,
 )
-from repobackup._backends.memory import MemoryRepository
-from repobackup._backends.sqlite import SqliteRepository
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -24,9 +24,7 @@ from fsspec.implementations.memory import MemoryFile, MemoryFileSystem
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from repobackup._archive.layout import blob_member
-from repobackup._archive.zipreader import ZipReader
-from repobackup._archive.zipwriter import ZipWriter, worth_compressing
+from helpers import ZipReader, ZipWriter, blob_member, worth_compressing
 from repobackup.exceptions import ArchiveError, StoreError
 
 MANIFEST = {"format": 1, "members": []}
