@@ -35,6 +35,7 @@ from .layout import (
     record_member,
 )
 from .manifest import MANIFEST
+from .problems import Bounded
 
 __all__ = ["VerifyProblem", "VerifyReport", "check_records_member", "verify"]
 
@@ -138,18 +139,14 @@ class _Tally:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.problems: list[VerifyProblem] = []
-        self.dropped = 0
+        self._problems: Bounded[VerifyProblem] = Bounded(MAX_PROBLEMS)
         self.members = 0
         self.records = 0
         self.blobs = 0
 
     def problem(self, backup: str, member: str, message: str) -> None:
         with self._lock:
-            if len(self.problems) < MAX_PROBLEMS:
-                self.problems.append(VerifyProblem(member, message, backup))
-            else:
-                self.dropped += 1
+            self._problems.add(VerifyProblem(member, message, backup))
 
     def add(self, *, members: int = 0, records: int = 0, blobs: int = 0) -> None:
         with self._lock:
@@ -159,10 +156,10 @@ class _Tally:
 
     def report(self, location: str, backups: tuple[str, ...]) -> VerifyReport:
         return VerifyReport(
-            ok=not self.problems and not self.dropped,
+            ok=not self._problems and not self._problems.dropped,
             location=location,
-            problems=tuple(self.problems),
-            problems_dropped=self.dropped,
+            problems=tuple(self._problems),
+            problems_dropped=self._problems.dropped,
             backups=backups,
             members=self.members,
             records=self.records,

@@ -25,6 +25,7 @@ from .layout import (
     load_manifest,
 )
 from .manifest import MANIFEST
+from .problems import Bounded
 from .store import retrying
 from .zipformat import (
     CENTRAL,
@@ -76,8 +77,7 @@ class ZipReader:
         self.fs = fs
         self.path = path
         self.location = location
-        self.problems: list[tuple[str, str]] = []
-        self.problems_dropped = 0
+        self._problems: Bounded[tuple[str, str]] = Bounded(MAX_PROBLEMS)
         self._lock = threading.Lock()
         # A local zip is read at offsets through one descriptor that threads share, not
         # opened, seeked and closed again for every range.
@@ -181,11 +181,18 @@ class ZipReader:
             data: bytes = retrying(what, lambda: self.fs.cat_file(self.path, start=start, end=end))
         return data
 
+    @property
+    def problems(self) -> list[tuple[str, str]]:
+        """The entries refused, each (member, why), at most `MAX_PROBLEMS` of them."""
+        return self._problems.items
+
+    @property
+    def problems_dropped(self) -> int:
+        """How many more entries were refused than `problems` holds."""
+        return self._problems.dropped
+
     def _problem(self, member: str, message: str) -> None:
-        if len(self.problems) < MAX_PROBLEMS:
-            self.problems.append((member, message))
-        else:
-            self.problems_dropped += 1
+        self._problems.add((member, message))
 
     def _broken(self, what: str) -> ArchiveError:
         return ArchiveError(f"{self.location}: {what}: the zip is truncated or damaged")
