@@ -6,12 +6,11 @@ its presence marks a complete backup. Nothing read from an archive is trusted.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import os
 import posixpath
 import re
-import shutil
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
@@ -26,7 +25,7 @@ from .._backends.protocols import Record, Scope
 from .._model.times import parse_datetime
 from ..exceptions import ArchiveError, store_errors
 from .manifest import MANIFEST, Manifest, dump, parse_manifest, read_bounded
-from .store import partial_path, path_type, publish, retrying
+from .store import Store, partial_path, publish
 
 __all__ = [
     "BackupReader",
@@ -198,15 +197,7 @@ def task_folder(
 
 def free_space(fs: fsspec.AbstractFileSystem, path: str) -> int | None:
     """Free bytes where *path* would be written, or None where that cannot be known."""
-    if not isinstance(fs, LocalFileSystem):
-        return None
-    probe = path
-    while probe and not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
-    return shutil.disk_usage(probe or ".").free
+    return Store(fs).free_space(path)
 
 
 class BackupWriter(Protocol):
@@ -264,10 +255,11 @@ class FolderWriter:
         self._root = partial_path(path) if self._local else path
         self._made: set[str] = set()
         self._lock = threading.Lock()
+        self.store = Store(fs)
         with store_errors(f"creating {location!r}"):
-            if path_type(fs, path, f"checking {path}"):
+            if self.store.exists(path):
                 raise FileExistsError(f"{location} already exists")
-            retrying(f"creating {self._root}", lambda: fs.makedirs(self._root, exist_ok=True))
+            self.store.makedirs(self._root)
 
     def __repr__(self) -> str:
         return f"<FolderWriter {self.location!r}>"
@@ -278,14 +270,14 @@ class FolderWriter:
         folder = posixpath.dirname(path)
         with self._lock:
             if folder not in self._made:
-                retrying(f"creating {folder}", lambda: self.fs.makedirs(folder, exist_ok=True))
+                self.store.makedirs(folder)
                 self._made.add(folder)
         return path
 
     def _open(self, member: str) -> IO[bytes]:
         path = self._path_made(member)
         # Opening is retried; the writes that follow cannot be: a failed stream fails the run.
-        return retrying(f"opening {path}", lambda: _open_file(self.fs, path, "wb"))
+        return self.store.open(path, "wb")
 
     def write_records(self, member: str, lines: Iterable[bytes]) -> MemberInfo:
         count = 0
@@ -334,19 +326,8 @@ class FolderWriter:
         self._remove(self._root)
 
     def _remove(self, path: str) -> None:
-        try:
-            if path_type(self.fs, path, f"checking {path}") is not None:
-                retrying(f"removing {path}", lambda: self.fs.rm(path, recursive=True))
-        except Exception:
-            pass
-
-
-def _open_file(fs: fsspec.AbstractFileSystem, path: str, mode: str) -> IO[bytes]:
-    """*path* on *fs* opened in binary *mode*; a local file with io directly, since fsspec's
-    wrapper costs more than reading or writing a small blob does."""
-    if isinstance(fs, LocalFileSystem):
-        return cast(IO[bytes], open(path, mode))
-    return cast(IO[bytes], fs.open(path, mode))
+        with contextlib.suppress(Exception):
+            self.store.remove(path, recursive=True)
 
 
 class BackupReader(Protocol):
@@ -382,6 +363,7 @@ class FolderReader:
 
     def __init__(self, fs: fsspec.AbstractFileSystem, path: str, location: str) -> None:
         self.fs = fs
+        self.store = Store(fs)
         self.path = path.rstrip("/")
         self.location = location
         # A folder has no index to refuse entries from; its members are checked when read.
@@ -393,19 +375,18 @@ class FolderReader:
 
     def members(self) -> Iterator[str]:
         with store_errors(f"listing {self.location!r}"):
-            found = retrying(f"listing {self.path}", lambda: self.fs.find(self.path))
-        for path in found:
-            yield posixpath.relpath(self.fs._strip_protocol(path), self.path)
+            found = self.store.find(self.path)
+        yield from found
 
     def exists(self, member: str) -> bool:
         path = self._path(member)
         with store_errors(f"reading {member}"):
-            return path_type(self.fs, path, f"checking {path}") == "file"
+            return self.store.kind(path) == "file"
 
     def open(self, member: str) -> IO[bytes]:
         path = self._path(member)
         with store_errors(f"reading {member}"):
-            return retrying(f"opening {path}", lambda: _open_file(self.fs, path, "rb"))
+            return self.store.open(path, "rb")
 
     def _path(self, member: str) -> str:
         check_member_path(member)

@@ -15,7 +15,7 @@ from ..exceptions import ArchiveError, store_errors
 from .catalog import entries, list_names, open_backup
 from .layout import BACKUP_NAME, STAMP_FORMAT
 from .manifest import MANIFEST, follows_of
-from .store import parse_partial
+from .store import Store, parse_partial
 
 __all__ = ["apply_retention", "remove_leftovers"]
 
@@ -154,13 +154,13 @@ def _is_complete(fs: fsspec.AbstractFileSystem, path: str) -> bool:
 
 
 def _remove_backup(fs: fsspec.AbstractFileSystem, path: str) -> None:
+    store = Store(fs)
     with store_errors(f"removing {path!r}"):
-        if fs.isdir(path):
+        kind = store.kind(path)
+        if kind == "directory":
             # The manifest goes first: a removal that stops half way leaves an incomplete
             # backup, which nothing mistakes for a complete one.
-            manifest = posixpath.join(path, MANIFEST)
-            if fs.exists(manifest):
-                fs.rm(manifest)
-            fs.rm(path, recursive=True)
-        elif fs.exists(path):
-            fs.rm(path)
+            store.remove(posixpath.join(path, MANIFEST))
+            store.remove(path, recursive=True)
+        elif kind is not None:
+            store.remove(path)

@@ -12,7 +12,7 @@ import posixpath
 import secrets
 import shutil
 from collections.abc import Callable
-from typing import IO, Any, TypeVar
+from typing import IO, Any, TypeVar, cast
 
 import fsspec
 import tenacity
@@ -284,12 +284,19 @@ class Store:
         listed = self._do(f"listing {path}", lambda: self.fs.ls(path, detail=False))
         return sorted(os.path.basename(p.rstrip("/")) for p in listed)
 
-    def open(self, path: str, mode: str = "rb", **options: Any) -> IO[bytes]:
-        """*path* opened; only the open is retried, never a half-done stream."""
-        return self._do(
-            f"{'reading' if 'r' in mode else 'writing'} {path}",
-            lambda: self.fs.open(path, mode, **options),
-        )
+    def open(self, path: str, mode: str = "rb") -> IO[bytes]:
+        """*path* opened in binary *mode*; only the open is retried, never a half-done
+        stream. A local file is opened with io directly: fsspec's wrapper costs more than
+        reading or writing a small blob does."""
+        if self.local:
+            return self._do(f"opening {path}", lambda: cast(IO[bytes], open(path, mode)))
+        return self._do(f"opening {path}", lambda: cast(IO[bytes], self.fs.open(path, mode)))
+
+    def find(self, path: str) -> list[str]:
+        """Every file under the folder *path*, as paths relative to it."""
+        root = path.rstrip("/")
+        found = self._do(f"listing {root}", lambda: self.fs.find(root))
+        return [posixpath.relpath(self.fs._strip_protocol(p), root) for p in found]
 
     def read_range(self, path: str, start: int, end: int) -> bytes:
         return self._do(
