@@ -15,7 +15,7 @@ import fsspec
 from ..exceptions import ArchiveError, store_errors
 from .layout import BACKUP_NAME, BackupReader, FolderReader, open_store
 from .manifest import MANIFEST
-from .store import parse_partial, path_type, retrying
+from .store import Store, parse_partial
 from .zipreader import ZipReader
 
 __all__ = [
@@ -53,14 +53,8 @@ class Entry:
 
 def list_names(fs: fsspec.AbstractFileSystem, task_dir: str) -> list[str]:
     """Every entry of *task_dir*, by name (none when it is not a folder)."""
-    task_dir = task_dir.rstrip("/")
-    with store_errors(f"listing {task_dir!r}"):
-        if path_type(fs, task_dir, f"checking {task_dir}") != "directory":
-            return []
-        # Object stores list cached results; a stale listing could hide a new backup.
-        fs.invalidate_cache(task_dir)
-        listed = retrying(f"listing {task_dir}", lambda: fs.ls(task_dir, detail=False))
-        return sorted(posixpath.basename(p.rstrip("/")) for p in listed)
+    # Listed fresh: a stale cached listing of an object store could hide a new backup.
+    return Store(fs).names(task_dir, fresh=True)
 
 
 def entries(
@@ -128,10 +122,10 @@ def _why(exc: ArchiveError) -> str:
 
 def _is_single_backup(fs: fsspec.AbstractFileSystem, path: str) -> tuple[bool, bool]:
     """Whether *path* is one backup (not a task folder), and whether it exists at all."""
-    kind = path_type(fs, path, f"checking {path}")
-    manifest = posixpath.join(path, MANIFEST)
+    store = Store(fs)
+    kind = store.kind(path)
     single = path.endswith(".zip") or (
-        kind == "directory" and path_type(fs, manifest, f"checking {manifest}") == "file"
+        kind == "directory" and store.kind(posixpath.join(path, MANIFEST)) == "file"
     )
     return single, kind is not None
 
@@ -152,7 +146,7 @@ def open_backup_chain(
             if not exists:
                 raise ArchiveError(f"no backup at {location!r}")
             return [open_backup(fs, path, location)]
-        if path_type(fs, path, f"checking {path}") != "directory":
+        if Store(fs).kind(path) != "directory":
             raise ArchiveError(f"no backup at {location!r}")
     readers = complete_backups(fs, path, location=location)
     if not readers:

@@ -270,8 +270,9 @@ class Store:
     def exists(self, path: str) -> bool:
         return self.kind(path) is not None
 
-    def info(self, path: str) -> dict[str, Any]:
-        return self._do(f"checking {path}", lambda: dict(self.fs.info(path)))
+    def info(self, path: str, *, what: str | None = None) -> dict[str, Any]:
+        """The store's details of *path*; *what* names the operation in errors."""
+        return self._do(what or f"checking {path}", lambda: dict(self.fs.info(path)))
 
     def names(self, path: str, *, fresh: bool = True) -> list[str]:
         """The names in the folder *path*, sorted (none when it is not a folder). With
@@ -298,9 +299,11 @@ class Store:
         found = self._do(f"listing {root}", lambda: self.fs.find(root))
         return [posixpath.relpath(self.fs._strip_protocol(p), root) for p in found]
 
-    def read_range(self, path: str, start: int, end: int) -> bytes:
+    def read_range(self, path: str, start: int, end: int, *, what: str | None = None) -> bytes:
+        """Bytes *start* to *end* of *path*; *what* names the operation in errors."""
         return self._do(
-            f"reading {path}", lambda: bytes(self.fs.cat_file(path, start=start, end=end))
+            what or f"reading {path}",
+            lambda: bytes(self.fs.cat_file(path, start=start, end=end)),
         )
 
     def write_bytes(self, path: str, data: bytes) -> None:

@@ -26,7 +26,7 @@ from .layout import (
 )
 from .manifest import MANIFEST
 from .problems import Bounded
-from .store import retrying
+from .store import Store
 from .zipformat import (
     CENTRAL,
     CENTRAL_SIG,
@@ -75,6 +75,7 @@ class ZipReader:
 
     def __init__(self, fs: fsspec.AbstractFileSystem, path: str, location: str) -> None:
         self.fs = fs
+        self.store = Store(fs)
         self.path = path
         self.location = location
         self._problems: Bounded[tuple[str, str]] = Bounded(MAX_PROBLEMS)
@@ -178,8 +179,7 @@ class ZipReader:
             with store_errors(what):
                 return os.pread(fd, max(0, end - start), start)
         with store_errors(what):
-            data: bytes = retrying(what, lambda: self.fs.cat_file(self.path, start=start, end=end))
-        return data
+            return self.store.read_range(self.path, start, end, what=what)
 
     @property
     def problems(self) -> list[tuple[str, str]]:
@@ -200,7 +200,7 @@ class ZipReader:
     def _index(self) -> None:
         what = f"reading {self.location}"
         with store_errors(what):
-            size = int(retrying(what, lambda: self.fs.size(self.path)))
+            size = int(self.store.info(self.path, what=what).get("size") or 0)
         count, cd_offset, cd_size, cd_end = self._end_record(size)
         if cd_offset + cd_size != cd_end:
             raise self._broken("the central directory is not where the end record says")

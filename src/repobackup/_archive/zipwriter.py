@@ -34,7 +34,7 @@ from .layout import (
     check_member_path,
 )
 from .manifest import MANIFEST, Manifest, dump
-from .store import partial_path, path_type, publish, retrying
+from .store import Store, partial_path, publish
 from .zipformat import (
     CENTRAL,
     CENTRAL_SIG,
@@ -316,13 +316,12 @@ class ZipWriter:
         self._broken: str | None = None
         self._committed = False
         self._compressors = threading.local()
+        self.store = Store(fs)
         with store_errors(f"creating {location}"):
-            if path_type(fs, path, f"checking {path}"):
+            if self.store.exists(path):
                 raise FileExistsError(f"{location} already exists")
-            retrying(f"creating {parent}", lambda: fs.makedirs(parent, exist_ok=True))
-            self._out: IO[bytes] = retrying(
-                f"opening {self._target}", lambda: fs.open(self._target, "wb")
-            )
+            self.store.makedirs(parent)
+            self._out: IO[bytes] = self.store.open(self._target, "wb")
         # The central directory grows with the member count: it waits on disk past a size.
         self._central: IO[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115
             max_size=CENTRAL_MEMORY
@@ -446,8 +445,7 @@ class ZipWriter:
                 out.closed = True
             else:
                 out.close()
-                if path_type(self.fs, self._target, f"checking {self._target}"):
-                    retrying(f"removing {self._target}", lambda: self.fs.rm(self._target))
+                self.store.remove(self._target)
         except Exception:
             pass
         self._cleanup()
