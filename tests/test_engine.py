@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,16 +21,16 @@ from helpers import Clock
 from repobackup import (
     ConflictStrategy,
     Engine,
+    MemoryRepository,
+    Progress,
     RunSummary,
     Scope,
+    SqliteRepository,
     TaskState,
     ValidationError,
     from_json,
     to_json,
 )
-from repobackup._backends.memory import MemoryRepository
-from repobackup._backends.sqlite import SqliteRepository
-from repobackup._pipeline.run import Progress
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -434,8 +434,6 @@ class TestProperties:
     ) -> None:
         """A random repository backed up and restored into an empty one is identical,
         record for record and byte for byte."""
-        if compression and importlib.util.find_spec("repobackup._archive.zip") is None:
-            compression = False  # the compressed form is checked once it is installed
         with tempfile.TemporaryDirectory() as scratch:
             root = Path(scratch)
             with (
@@ -486,6 +484,31 @@ class TestExecutors:
             summary = run(Engine(source, executor=pool), body(tmp_path))
         assert summary.state is TaskState.FINISHED
         assert any("cannot be reopened" in note for note in summary.notes)
+
+
+class TestTaskRunners:
+    def test_submit_runs_as_many_tasks_at_once_as_max_workers(self, tmp_path: Path) -> None:
+        """With max_workers=6, six submitted tasks run side by side: each waits in its first
+        progress event until all six are running, which four runners could never reach."""
+        source = MemoryRepository()
+        sample(source)
+        together = threading.Barrier(6, timeout=20)
+        waited: set[str] = set()
+
+        def on_progress(event: Progress) -> None:
+            if event.task_id not in waited:
+                waited.add(event.task_id)
+                together.wait()
+
+        with Engine(source, max_workers=6, on_progress=on_progress) as engine:
+            ids = [
+                engine.create_task({**body(tmp_path / "store"), "name": f"t{n}"}) for n in range(6)
+            ]
+            futures = [engine.submit(task_id) for task_id in ids]
+            summaries = [future.result(timeout=60) for future in futures]
+        assert [s.state for s in summaries] == [TaskState.FINISHED] * 6, [
+            s.errors for s in summaries
+        ]
 
 
 class TestUpdateTask:

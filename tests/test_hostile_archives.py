@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 import zstandard
 
-from repobackup import Engine, RunSummary, TaskState
-from repobackup._backends.memory import MemoryRepository
+from repobackup import Engine, MemoryRepository, RunSummary, TaskState
 
 T0 = "2026-03-01T12:00:00+00:00"
 
@@ -273,6 +272,29 @@ class TestHostileMemberNames:
 
 
 class TestDamagedZip:
+    def test_an_oversized_manifest_is_refused_unread(
+        self, made: HandMade, target: MemoryRepository, place: Path
+    ) -> None:
+        """A manifest.json over 16 MiB fails the task with a message, and nothing is restored;
+        verify reports it the same way."""
+        made.manifest_changes = {}
+        path = place / "hostile.zip"
+        made.write(path)
+        stored = made.member_bytes()
+        manifest = made.manifest(stored)
+        manifest["padding"] = "x" * (16 * 1024 * 1024)
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+            for name, data in stored.items():
+                zf.writestr(name, data)
+            zf.writestr("manifest.json", json.dumps(manifest))
+        summary = restore(target, str(path), "CONTINUE")
+        assert summary.state is TaskState.FAILED
+        assert "manifest.json is larger than 16777216 bytes" in summary.errors[0].message
+        assert restored_keys(target) == set()
+        report = Engine(target).verify(str(path))
+        assert not report.ok
+        assert any("larger than 16777216 bytes" in p.message for p in report.problems)
+
     @pytest.mark.parametrize("strategy", ["CONTINUE", "FAST_FAIL"])
     @pytest.mark.parametrize("keep", [0.3, 0.9, 0.999])
     def test_a_truncated_zip_fails_the_task_with_a_message(

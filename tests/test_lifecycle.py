@@ -27,20 +27,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import _lifecycle_worker
-from helpers import Clock, make_repository
+from helpers import MANIFEST, Clock, apply_retention, make_repository, remove_leftovers
 from repobackup import (
     BackupTask,
     Engine,
+    MemoryRepository,
     MemoryTaskStore,
     RunSummary,
+    SqliteRepository,
     SqliteTaskStore,
     TaskRunningError,
     TaskState,
 )
-from repobackup._archive.layout import MANIFEST
-from repobackup._archive.retention import apply_retention, remove_leftovers
-from repobackup._backends.memory import MemoryRepository
-from repobackup._backends.sqlite import SqliteRepository
 
 SHANGHAI = timezone(timedelta(hours=8))
 START = datetime(2024, 3, 1, 2, 0, tzinfo=SHANGHAI)

@@ -18,10 +18,8 @@ import pytest
 from fsspec.implementations.memory import MemoryFile, MemoryFileSystem
 
 from conftest import ARCHIVE_T0
-from repobackup import Engine, RunSummary, TaskState
-from repobackup._archive.retry import is_transient, retrying
-from repobackup._archive.verify import verify
-from repobackup._backends.sqlite import SqliteRepository
+from helpers import is_transient, retrying
+from repobackup import Engine, RunSummary, SqliteRepository, TaskState, verify
 from repobackup.exceptions import StoreError
 from s3server import S3Server
 

@@ -11,15 +11,15 @@ from typing import Any
 
 import pytest
 
-from helpers import Clock, make_repository
+from helpers import Clock, due_at, make_repository
 from repobackup import (
     Engine,
     MemoryTaskStore,
+    Scheduler,
     SqliteTaskStore,
     TaskNotFoundError,
     TaskState,
 )
-from repobackup._engine.scheduler import Scheduler, due_at
 
 SHANGHAI = timezone(timedelta(hours=8))
 # A Monday, 10:00 in Shanghai.

@@ -14,10 +14,8 @@ import pytest
 import zstandard
 
 from conftest import ARCHIVE_T0
-from repobackup import Engine, TaskState
-from repobackup._archive.layout import blob_member
-from repobackup._archive.verify import VerifyReport, verify
-from repobackup._backends.sqlite import SqliteRepository
+from helpers import blob_member
+from repobackup import Engine, SqliteRepository, TaskState, VerifyReport, verify
 
 TEXT = b"p1/generic text content\n" * 400  # /docs/readme.txt of p1/generic
 

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -23,8 +24,7 @@ from fsspec.implementations.memory import MemoryFile, MemoryFileSystem
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from repobackup._archive.layout import blob_member
-from repobackup._archive.zip import ZipReader, ZipWriter, worth_compressing
+from helpers import ZipReader, ZipWriter, blob_member, worth_compressing
 from repobackup.exceptions import ArchiveError, StoreError
 
 MANIFEST = {"format": 1, "members": []}
@@ -166,10 +166,31 @@ class TestZipWriter:
         writer = ZipWriter(local, str(path), str(path))
         writer.write_blob(sha(b"x"), [b"x"])
         assert not path.exists()
-        assert (tmp_path / "t" / ".b.zip.partial").exists()
+        partial = [p.name for p in (tmp_path / "t").iterdir()]
+        assert len(partial) == 1
+        assert re.fullmatch(r"\.b\.zip\.[0-9a-f]{12}\.partial", partial[0])
         writer.commit(MANIFEST)
         assert path.exists()
-        assert not (tmp_path / "t" / ".b.zip.partial").exists()
+        assert [p.name for p in (tmp_path / "t").iterdir()] == ["b.zip"]
+
+    def test_two_writers_of_one_name_never_share_or_replace(
+        self, local: Any, tmp_path: Path
+    ) -> None:
+        """Two writers of one zip name write apart; the later commit fails, the first zip
+        stays whole and nothing half-written takes its name."""
+        path = tmp_path / "t" / "b.zip"
+        first = ZipWriter(local, str(path), str(path))
+        second = ZipWriter(local, str(path), str(path))
+        assert len(list((tmp_path / "t").iterdir())) == 2
+        first.write_blob(sha(b"x"), [b"x"])
+        second.write_blob(sha(b"y"), [b"y"])
+        first.commit(MANIFEST)
+        with pytest.raises(StoreError, match="already exists"):
+            second.commit(MANIFEST)
+        second.abort()
+        assert [p.name for p in (tmp_path / "t").iterdir()] == ["b.zip"]
+        with zipfile.ZipFile(path) as done:
+            assert blob_member(sha(b"x"), compressed=False) in done.namelist()
 
     def test_abort_leaves_nothing(self, local: Any, tmp_path: Path) -> None:
         """abort() removes the partial zip; nothing is left in the task folder."""

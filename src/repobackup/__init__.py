@@ -29,7 +29,7 @@ from ._model.task import (
     TaskState,
     TaskType,
 )
-from ._pipeline.run import Progress
+from ._pipeline.tally import Progress
 from ._tasks.store import MemoryTaskStore, SqliteTaskStore, TaskStore
 from .exceptions import (
     ArchiveError,

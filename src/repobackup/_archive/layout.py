@@ -6,14 +6,13 @@ its presence marks a complete backup. Nothing read from an archive is trusted.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import os
 import posixpath
 import re
-import shutil
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import IO, Any, Protocol, cast
 from urllib.parse import quote, unquote
@@ -25,10 +24,10 @@ from fsspec.implementations.local import LocalFileSystem
 from .._backends.protocols import Record, Scope
 from .._model.times import parse_datetime
 from ..exceptions import ArchiveError, store_errors
-from .retry import path_type, retrying
+from .manifest import MANIFEST, Manifest, dump, parse_manifest, read_bounded
+from .store import Store, partial_path, publish
 
 __all__ = [
-    "FORMAT",
     "BackupReader",
     "BackupWriter",
     "MemberInfo",
@@ -36,14 +35,11 @@ __all__ = [
     "decode_component",
     "encode_component",
     "line_to_record",
-    "open_backup_chain",
     "open_store",
     "record_member",
     "record_to_line",
 ]
 
-FORMAT = 1
-MANIFEST = "manifest.json"
 CHUNK = 1 << 20
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 BACKUP_NAME = re.compile(r"^(?P<name>.+)-(?P<stamp>\d{8}\.\d{6})(?P<zip>\.zip)?$")
@@ -201,15 +197,7 @@ def task_folder(
 
 def free_space(fs: fsspec.AbstractFileSystem, path: str) -> int | None:
     """Free bytes where *path* would be written, or None where that cannot be known."""
-    if not isinstance(fs, LocalFileSystem):
-        return None
-    probe = path
-    while probe and not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
-    return shutil.disk_usage(probe or ".").free
+    return Store(fs).free_space(path)
 
 
 class BackupWriter(Protocol):
@@ -226,7 +214,7 @@ class BackupWriter(Protocol):
         """Write a blob member (thread-safe); return the bytes stored."""
         ...
 
-    def commit(self, manifest: Mapping[str, Any]) -> None:
+    def commit(self, manifest: Manifest | Mapping[str, Any]) -> None:
         """Write the manifest, last, and move the backup into place."""
         ...
 
@@ -264,16 +252,14 @@ class FolderWriter:
         self.location = location
         self._final = path
         self._local = isinstance(fs, LocalFileSystem)
-        parent, base = posixpath.split(path)
-        self._root = posixpath.join(parent, f".{base}.partial") if self._local else path
+        self._root = partial_path(path) if self._local else path
         self._made: set[str] = set()
         self._lock = threading.Lock()
+        self.store = Store(fs)
         with store_errors(f"creating {location!r}"):
-            if path_type(fs, path, f"checking {path}") or path_type(
-                fs, self._root, f"checking {self._root}"
-            ):
+            if self.store.exists(path):
                 raise FileExistsError(f"{location} already exists")
-            retrying(f"creating {self._root}", lambda: fs.makedirs(self._root, exist_ok=True))
+            self.store.makedirs(self._root)
 
     def __repr__(self) -> str:
         return f"<FolderWriter {self.location!r}>"
@@ -284,14 +270,14 @@ class FolderWriter:
         folder = posixpath.dirname(path)
         with self._lock:
             if folder not in self._made:
-                retrying(f"creating {folder}", lambda: self.fs.makedirs(folder, exist_ok=True))
+                self.store.makedirs(folder)
                 self._made.add(folder)
         return path
 
     def _open(self, member: str) -> IO[bytes]:
         path = self._path_made(member)
         # Opening is retried; the writes that follow cannot be: a failed stream fails the run.
-        return retrying(f"opening {path}", lambda: _open_file(self.fs, path, "wb"))
+        return self.store.open(path, "wb")
 
     def write_records(self, member: str, lines: Iterable[bytes]) -> MemberInfo:
         count = 0
@@ -324,8 +310,8 @@ class FolderWriter:
             raise
         return size
 
-    def commit(self, manifest: Mapping[str, Any]) -> None:
-        data = json.dumps(manifest, ensure_ascii=False, indent=1).encode()
+    def commit(self, manifest: Manifest | Mapping[str, Any]) -> None:
+        data = manifest.dump() if isinstance(manifest, Manifest) else dump(manifest)
         with store_errors(f"committing {self.location!r}"):
             if self._local and not self.fs.isdir(self._root):
                 # Removed under us (a run taken for dead was cleaned up): never let a
@@ -334,25 +320,14 @@ class FolderWriter:
             with self._open(MANIFEST) as file:
                 file.write(data)
             if self._local:
-                os.replace(self._root, self._final)
+                publish(self._root, self._final)
 
     def abort(self) -> None:
         self._remove(self._root)
 
     def _remove(self, path: str) -> None:
-        try:
-            if path_type(self.fs, path, f"checking {path}") is not None:
-                retrying(f"removing {path}", lambda: self.fs.rm(path, recursive=True))
-        except Exception:
-            pass
-
-
-def _open_file(fs: fsspec.AbstractFileSystem, path: str, mode: str) -> IO[bytes]:
-    """*path* on *fs* opened in binary *mode*; a local file with io directly, since fsspec's
-    wrapper costs more than reading or writing a small blob does."""
-    if isinstance(fs, LocalFileSystem):
-        return cast(IO[bytes], open(path, mode))
-    return cast(IO[bytes], fs.open(path, mode))
+        with contextlib.suppress(Exception):
+            self.store.remove(path, recursive=True)
 
 
 class BackupReader(Protocol):
@@ -388,6 +363,7 @@ class FolderReader:
 
     def __init__(self, fs: fsspec.AbstractFileSystem, path: str, location: str) -> None:
         self.fs = fs
+        self.store = Store(fs)
         self.path = path.rstrip("/")
         self.location = location
         # A folder has no index to refuse entries from; its members are checked when read.
@@ -399,19 +375,18 @@ class FolderReader:
 
     def members(self) -> Iterator[str]:
         with store_errors(f"listing {self.location!r}"):
-            found = retrying(f"listing {self.path}", lambda: self.fs.find(self.path))
-        for path in found:
-            yield posixpath.relpath(self.fs._strip_protocol(path), self.path)
+            found = self.store.find(self.path)
+        yield from found
 
     def exists(self, member: str) -> bool:
         path = self._path(member)
         with store_errors(f"reading {member}"):
-            return path_type(self.fs, path, f"checking {path}") == "file"
+            return self.store.kind(path) == "file"
 
     def open(self, member: str) -> IO[bytes]:
         path = self._path(member)
         with store_errors(f"reading {member}"):
-            return retrying(f"opening {path}", lambda: _open_file(self.fs, path, "rb"))
+            return self.store.open(path, "rb")
 
     def _path(self, member: str) -> str:
         check_member_path(member)
@@ -439,86 +414,5 @@ def load_manifest(reader: BackupReader, location: str) -> dict[str, Any]:
     if not reader.exists(MANIFEST):
         raise ArchiveError(f"{location}: no manifest.json, not a complete backup")
     with reader.open(MANIFEST) as file:
-        raw = file.read()
-    manifest = _json_object(raw, f"{location}: manifest.json is not a JSON object")
-    if manifest.get("format") != FORMAT:
-        raise ArchiveError(
-            f"{location}: unsupported archive format {manifest.get('format')!r} "
-            f"(this version reads format {FORMAT})"
-        )
-    members = manifest.get("members")
-    if not isinstance(members, list):
-        raise ArchiveError(f"{location}: manifest.json has no members list")
-    return manifest
-
-
-ReaderFactory = Callable[[fsspec.AbstractFileSystem, str, str], BackupReader]
-
-
-def _open_one(fs: fsspec.AbstractFileSystem, path: str, location: str) -> BackupReader:
-    if path.endswith(".zip"):
-        from .zip import ZipReader
-
-        return ZipReader(fs, path, location)
-    return FolderReader(fs, path, location)
-
-
-def open_backup_chain(
-    location: str, storage_options: Mapping[str, Mapping[str, Any]] | None = None
-) -> list[BackupReader]:
-    """The backups a restore from *location* applies, oldest first.
-
-    A backup folder or zip is restored alone. A task folder restores its newest complete
-    backup and, when that is an increment, the backups it follows back to a full one.
-    """
-    fs, path = open_store(location, storage_options)
-    path = path.rstrip("/")
-    with store_errors(f"reading {location!r}"):
-        kind = path_type(fs, path, f"checking {path}")
-        is_dir = kind == "directory"
-        manifest = posixpath.join(path, MANIFEST)
-        if path.endswith(".zip") or (
-            is_dir and path_type(fs, manifest, f"checking {manifest}") == "file"
-        ):
-            if kind is None:
-                raise ArchiveError(f"no backup at {location!r}")
-            return [_open_one(fs, path, location)]
-        if not is_dir:
-            raise ArchiveError(f"no backup at {location!r}")
-        candidates = sorted(
-            (
-                posixpath.basename(p.rstrip("/"))
-                for p in retrying(f"listing {path}", lambda: fs.ls(path, detail=False))
-            ),
-            key=lambda name: m["stamp"] if (m := BACKUP_NAME.match(name)) else "",
-            reverse=True,
-        )
-    complete: dict[str, BackupReader] = {}
-    newest: BackupReader | None = None
-    for name in candidates:
-        if not BACKUP_NAME.match(name):
-            continue
-        try:
-            reader = _open_one(fs, posixpath.join(path, name), f"{location.rstrip('/')}/{name}")
-        except ArchiveError:
-            continue  # incomplete or damaged: not a backup to restore from
-        complete[name.removesuffix(".zip")] = reader
-        newest = newest or reader
-    if newest is None:
-        if not complete and BACKUP_NAME.match(posixpath.basename(path)):
-            # Named like a backup, holding none: a backup folder that never completed.
-            raise ArchiveError(f"{location}: no manifest.json, not a complete backup")
-        raise ArchiveError(f"no complete backup in {location!r}")
-    chain = [newest]
-    while (follows := chain[-1].manifest.get("follows")) is not None:
-        previous = complete.get(str(follows))
-        if previous is None:
-            raise ArchiveError(
-                f"{chain[-1].location} is an increment of {follows!r}, "
-                "which is missing or incomplete"
-            )
-        chain.append(previous)
-    for reader in complete.values():
-        if reader not in chain:
-            reader.close()
-    return chain[::-1]
+        raw = read_bounded(file, location)
+    return parse_manifest(raw, location)

@@ -12,14 +12,16 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from ..exceptions import ArchiveError, store_errors
-from .layout import BACKUP_NAME, MANIFEST, STAMP_FORMAT, _open_one
+from .catalog import entries, list_names, open_backup
+from .layout import BACKUP_NAME, STAMP_FORMAT
+from .manifest import MANIFEST, follows_of
+from .store import Store, parse_partial
 
 __all__ = ["apply_retention", "remove_leftovers"]
 
 # A run takes the next free second when its own is taken (see run_backup), so its backup's
 # stamp can be a few seconds after its start.
 LEFTOVER_WINDOW = timedelta(seconds=10)
-_PARTIAL = ".partial"
 
 
 @attrs.frozen
@@ -86,7 +88,7 @@ def remove_leftovers(
     """Remove what a run of *task_name* started at *started* left in *task_dir* without
     completing it; return the paths removed.
 
-    That is its hidden ``.<name>-<stamp>[.zip].partial`` work in progress, and on stores
+    That is its hidden ``.<name>-<stamp>[.zip].<token>.partial`` work in progress, and on stores
     written in place (object stores) a ``<name>-<stamp>[.zip]`` that holds no complete
     backup. The stamp is *started* in zone *tz* (the zone the run named its backup in), or
     a few seconds after it, and not after *until* (a later stamp is a later run's). A
@@ -103,9 +105,10 @@ def remove_leftovers(
     }
     in_place = not isinstance(fs, LocalFileSystem)
     removed = []
-    for entry in _entries(fs, task_dir):
-        partial = entry.startswith(".") and entry.endswith(_PARTIAL)
-        name = entry[1 : -len(_PARTIAL)] if partial else entry
+    for entry in list_names(fs, task_dir):
+        final = parse_partial(entry)
+        partial = final is not None
+        name = final if final is not None else entry
         match = BACKUP_NAME.match(name)
         if match is None or match["name"] != task_name or match["stamp"] not in stamps:
             continue
@@ -116,44 +119,28 @@ def remove_leftovers(
     return removed
 
 
-def _entries(fs: fsspec.AbstractFileSystem, task_dir: str) -> list[str]:
-    with store_errors(f"listing {task_dir!r}"):
-        if not fs.isdir(task_dir):
-            return []
-        # Object stores list cached results; a stale listing could hide a new backup.
-        fs.invalidate_cache(task_dir)
-        return sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(task_dir, detail=False))
-
-
 def _complete_backups(fs: fsspec.AbstractFileSystem, task_dir: str) -> list[_Backup]:
     """The complete backups of the task *task_dir* is named after, newest first."""
-    task_name = posixpath.basename(task_dir)
     backups = []
-    for entry in _entries(fs, task_dir):
-        match = BACKUP_NAME.match(entry)
-        if match is None or match["name"] != task_name:
-            continue
-        path = posixpath.join(task_dir, entry)
-        manifest = _manifest(fs, path)
+    for entry in entries(fs, task_dir, task_name=posixpath.basename(task_dir.rstrip("/"))):
+        manifest = _manifest(fs, entry.path)
         if manifest is None:
             continue
-        follows = manifest.get("follows")
         backups.append(
             _Backup(
-                name=entry.removesuffix(".zip"),
-                path=path,
-                stamp=match["stamp"],
-                follows=follows if isinstance(follows, str) else None,
+                name=entry.backup_name,
+                path=entry.path,
+                stamp=entry.stamp,
+                follows=follows_of(manifest),
             )
         )
-    backups.sort(key=lambda backup: (backup.stamp, backup.name), reverse=True)
     return backups
 
 
 def _manifest(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, object] | None:
     """The manifest of the backup at *path*, or None when it is not a complete backup."""
     try:
-        reader = _open_one(fs, path, path)
+        reader = open_backup(fs, path, path)
     except ArchiveError:
         return None
     try:
@@ -167,13 +154,13 @@ def _is_complete(fs: fsspec.AbstractFileSystem, path: str) -> bool:
 
 
 def _remove_backup(fs: fsspec.AbstractFileSystem, path: str) -> None:
+    store = Store(fs)
     with store_errors(f"removing {path!r}"):
-        if fs.isdir(path):
+        kind = store.kind(path)
+        if kind == "directory":
             # The manifest goes first: a removal that stops half way leaves an incomplete
             # backup, which nothing mistakes for a complete one.
-            manifest = posixpath.join(path, MANIFEST)
-            if fs.exists(manifest):
-                fs.rm(manifest)
-            fs.rm(path, recursive=True)
-        elif fs.exists(path):
-            fs.rm(path)
+            store.remove(posixpath.join(path, MANIFEST))
+            store.remove(path, recursive=True)
+        elif kind is not None:
+            store.remove(path)

@@ -22,21 +22,20 @@ import zstandard
 from .._backends.protocols import Scope
 from .._model.times import parse_datetime
 from ..exceptions import ArchiveError, RepoBackupError, store_errors
+from .catalog import entries, open_backup, open_backup_chain
 from .layout import (
     BACKUP_NAME,
     CHUNK,
-    MANIFEST,
     SHA256,
     BackupReader,
-    _open_one,
     blob_member,
     check_member_path,
     line_to_record,
-    open_backup_chain,
     open_store,
     record_member,
 )
-from .retry import retrying
+from .manifest import MANIFEST
+from .problems import Bounded
 
 __all__ = ["VerifyProblem", "VerifyReport", "check_records_member", "verify"]
 
@@ -123,16 +122,12 @@ def _newer_backups(
     if chosen_match is None:
         return
     fs, path = open_store(location, storage_options)
-    path = path.rstrip("/")
-    with store_errors(f"listing {location}"):
-        names = retrying(f"listing {path}", lambda: fs.ls(path, detail=False))
-    for name in sorted(posixpath.basename(p.rstrip("/")) for p in names):
-        match = BACKUP_NAME.match(name)
-        if match is None or match["stamp"] <= chosen_match["stamp"]:
+    for entry in reversed(entries(fs, path)):
+        if entry.stamp <= chosen_match["stamp"]:
             continue
-        where = f"{location.rstrip('/')}/{name}"
+        where = f"{location.rstrip('/')}/{entry.name}"
         try:
-            _open_one(fs, posixpath.join(path, name), where).close()
+            open_backup(fs, entry.path, where).close()
         except ArchiveError as exc:
             tally.problem(
                 where, MANIFEST, f"newer than the backup verified, and unusable: {exc.message}"
@@ -144,18 +139,14 @@ class _Tally:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.problems: list[VerifyProblem] = []
-        self.dropped = 0
+        self._problems: Bounded[VerifyProblem] = Bounded(MAX_PROBLEMS)
         self.members = 0
         self.records = 0
         self.blobs = 0
 
     def problem(self, backup: str, member: str, message: str) -> None:
         with self._lock:
-            if len(self.problems) < MAX_PROBLEMS:
-                self.problems.append(VerifyProblem(member, message, backup))
-            else:
-                self.dropped += 1
+            self._problems.add(VerifyProblem(member, message, backup))
 
     def add(self, *, members: int = 0, records: int = 0, blobs: int = 0) -> None:
         with self._lock:
@@ -165,10 +156,10 @@ class _Tally:
 
     def report(self, location: str, backups: tuple[str, ...]) -> VerifyReport:
         return VerifyReport(
-            ok=not self.problems and not self.dropped,
+            ok=not self._problems and not self._problems.dropped,
             location=location,
-            problems=tuple(self.problems),
-            problems_dropped=self.dropped,
+            problems=tuple(self._problems),
+            problems_dropped=self._problems.dropped,
             backups=backups,
             members=self.members,
             records=self.records,
@@ -281,6 +272,21 @@ class _BackupCheck:
                 future.cancel()
             self.refs.close()
 
+    def _check_blobs(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """The manifest's blobs object (empty when malformed); sets `failed`."""
+        blobs = manifest.get("blobs")
+        if not isinstance(blobs, dict):
+            self.problem(MANIFEST, "blobs must be an object with count, bytes and failed")
+            blobs = {}
+        failed = blobs.get("failed", [])
+        if not isinstance(failed, list) or not all(
+            isinstance(sha, str) and SHA256.match(sha) for sha in failed
+        ):
+            self.problem(MANIFEST, "blobs.failed must be a list of sha256 in lowercase hex")
+            failed = []
+        self.failed = set(failed)
+        return blobs
+
     def _run(self) -> None:
         reader = self.reader
         for member, message in getattr(reader, "problems", ()):
@@ -295,17 +301,7 @@ class _BackupCheck:
             self.problem(MANIFEST, "compression must be true or false")
             compressed = bool(compressed)
         self._check_header(manifest)
-        blobs = manifest.get("blobs")
-        if not isinstance(blobs, dict):
-            self.problem(MANIFEST, "blobs must be an object with count, bytes and failed")
-            blobs = {}
-        failed = blobs.get("failed", [])
-        if not isinstance(failed, list) or not all(
-            isinstance(sha, str) and SHA256.match(sha) for sha in failed
-        ):
-            self.problem(MANIFEST, "blobs.failed must be a list of sha256 in lowercase hex")
-            failed = []
-        self.failed = set(failed)
+        blobs = self._check_blobs(manifest)
         tree = manifest.get("projects")
         if not isinstance(tree, dict):
             self.problem(MANIFEST, "projects must map project ids to lists of repository names")
@@ -428,26 +424,9 @@ class _BackupCheck:
                     stream = _decompressed(stored) if path.endswith(".zst") else stored
                     for number, line in _lines(stream):
                         lines += 1
-                        where = f"{path}:{number}"
-                        if line is None:
-                            self.problem(path, f"{where}: line longer than {MAX_LINE} bytes")
-                            continue
-                        try:
-                            record = line_to_record(line, where, scope, collection)
-                        except ArchiveError as exc:
-                            self.problem(path, exc.message)
-                            continue
-                        self.tally.add(records=1)
-                        if record.deleted:
-                            tombstones += 1
-                        elif record.blob is not None:
-                            other = self.refs.add(record.blob, record.size, where)
-                            if other is not None:
-                                self.problem(
-                                    path,
-                                    f"{where}: blob {record.blob} has size {record.size} "
-                                    f"here and {other} in an earlier record",
-                                )
+                        tombstones += self._check_line(
+                            path, f"{path}:{number}", line, scope, collection
+                        )
                 except zstandard.ZstdError as exc:
                     self.problem(path, f"not a valid zstd stream: {exc}")
                 # Read to the end so that the hash covers every stored byte.
@@ -468,6 +447,31 @@ class _BackupCheck:
                 self.problem(
                     path, f"the manifest counts {entry[field]} {field}, the member holds {counted}"
                 )
+
+    def _check_line(
+        self, path: str, where: str, line: bytes | None, scope: Scope, collection: str
+    ) -> int:
+        """Check one record line of *path*; 1 when it is a tombstone, else 0."""
+        if line is None:
+            self.problem(path, f"{where}: line longer than {MAX_LINE} bytes")
+            return 0
+        try:
+            record = line_to_record(line, where, scope, collection)
+        except ArchiveError as exc:
+            self.problem(path, exc.message)
+            return 0
+        self.tally.add(records=1)
+        if record.deleted:
+            return 1
+        if record.blob is not None:
+            other = self.refs.add(record.blob, record.size, where)
+            if other is not None:
+                self.problem(
+                    path,
+                    f"{where}: blob {record.blob} has size {record.size} "
+                    f"here and {other} in an earlier record",
+                )
+        return 0
 
     def _walk(self, listed: set[str], compressed: bool) -> None:
         """Every member of the backup: the listed ones, referenced blobs, and nothing else."""

@@ -1,23 +1,22 @@
-"""`Engine`: creates, lists and runs backup and restore tasks."""
+"""`Engine`: creates, lists and runs backup and restore tasks.
+
+Claims and heartbeats live in `lease`, the ending of dead runs in `recovery`.
+"""
 
 from __future__ import annotations
 
 import logging
-import os
 import posixpath
-import socket
-import sys
 import threading
-import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from datetime import datetime, timedelta, tzinfo
+from datetime import datetime, tzinfo
 from typing import Any
 
 import attrs
 
 from .._archive.layout import task_folder
-from .._archive.retention import apply_retention, remove_leftovers
+from .._archive.retention import apply_retention
 from .._archive.verify import VerifyReport, verify
 from .._backends.protocols import Source, Target
 from .._model.convert import from_json, parse_new_task, to_json
@@ -26,15 +25,19 @@ from .._model.task import (
     BackupTask,
     ExecutionStrategy,
     Page,
-    RunError,
     RunSummary,
     TaskState,
     TaskType,
 )
 from .._model.times import local_zone
-from .._pipeline.run import Progress, RunState, run_backup, run_restore
+from .._pipeline.backup import run_backup
+from .._pipeline.context import RunContext
+from .._pipeline.restore import run_restore
+from .._pipeline.tally import Phase, Progress, RunState
 from .._tasks.store import MemoryTaskStore, TaskStore
 from ..exceptions import RepoBackupError, TaskNotFoundError
+from .lease import Leases
+from .recovery import Recovery
 
 __all__ = ["Engine"]
 
@@ -83,8 +86,7 @@ class Engine:
         self.stale_after = stale_after
         self._runner: ThreadPoolExecutor | None = None
         self._runner_lock = threading.Lock()
-        # The stop signals of the heartbeats of the runs this engine claimed, by owner.
-        self._heartbeats: dict[str, threading.Event] = {}
+        self._leases = Leases(self.tasks, self.now, lambda: self.heartbeat_seconds)
 
     def __repr__(self) -> str:
         return f"<Engine source={type(self.source).__name__} tasks={type(self.tasks).__name__}>"
@@ -191,12 +193,12 @@ class Engine:
             with self._runner_lock:
                 if self._runner is None:
                     self._runner = ThreadPoolExecutor(
-                        max_workers=4, thread_name_prefix="repobackup-task"
+                        max_workers=self.max_workers, thread_name_prefix="repobackup-task"
                     )
                 return self._runner.submit(self._run_claimed, task, owner)
         except BaseException as exc:
             # Claimed but never started (e.g. the engine is shutting down): end it now.
-            self._stop_heartbeat(owner)
+            self._leases.release(owner)
             run = RunState(task, None)
             run.fail_run(f"could not start the run: {exc}")
             self._finish(
@@ -237,29 +239,7 @@ class Engine:
         self, task_id: str, *, unless_started_since: datetime | None = None
     ) -> tuple[BackupTask, str]:
         self.get_task(task_id)
-        # host:pid:nonce lets `recover_interrupted` see at once that a run's process is gone.
-        owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-        task = self.tasks.start(
-            task_id, owner=owner, now=self.now(), unless_started_since=unless_started_since
-        )
-        # The heartbeat starts with the claim, not with the run: a run that `submit` queues
-        # behind busy workers must not look dead to another process meanwhile.
-        stop = threading.Event()
-        with self._runner_lock:
-            self._heartbeats[owner] = stop
-        threading.Thread(
-            target=self._heartbeat,
-            args=(task_id, owner, stop),
-            name=f"repobackup-heartbeat-{task_id}",
-            daemon=True,
-        ).start()
-        return task, owner
-
-    def _stop_heartbeat(self, owner: str) -> None:
-        with self._runner_lock:
-            stop = self._heartbeats.pop(owner, None)
-        if stop is not None:
-            stop.set()
+        return self._leases.claim(task_id, unless_started_since=unless_started_since)
 
     def _run_claimed(self, task: BackupTask, owner: str) -> RunSummary:
         assert task.id is not None
@@ -268,15 +248,15 @@ class Engine:
         run = RunState(
             task,
             self.on_progress,
-            holds_lease=lambda: self.tasks.heartbeat(task_id, owner=owner, now=self.now()),
+            holds_lease=lambda: self._leases.holds(task_id, owner),
         )
         location: str | None = None
         state = TaskState.FAILED
         try:
             if task.type is TaskType.DATA_RESTORE:
-                location = run_restore(self, task, run)
+                location = run_restore(self._context(), task, run)
             else:
-                location = run_backup(self, task, run, started)
+                location = run_backup(self._context(), task, run, started)
                 self._retain(task, run, location)
             state = TaskState.FINISHED
         except RepoBackupError as exc:
@@ -292,9 +272,21 @@ class Engine:
             )
             raise
         finally:
-            self._stop_heartbeat(owner)
+            self._leases.release(owner)
         return self._finish(
             task, owner=owner, run=run, started=started, location=location, state=state
+        )
+
+    def _context(self) -> RunContext:
+        return RunContext(
+            source=self.source,
+            target=self.target,
+            storage_options=self.storage_options,
+            executor=self.executor,
+            max_workers=self.max_workers,
+            tz=self.tz,
+            now=self.now,
+            history=self.tasks.runs,
         )
 
     def _finish(
@@ -326,7 +318,7 @@ class Engine:
         finished = self.tasks.finish(task.id, owner=owner, state=final, summary=summary, now=now)
         if finished is None:
             log.warning("task %s: the run ended but its lease was taken over", task.id)
-        run.progress("done", force=True)
+        run.progress(Phase.DONE, force=True)
         self._notify(finished or task, summary)
         return summary
 
@@ -338,18 +330,8 @@ class Engine:
                 # The run is over and recorded; a broken notification must not undo that.
                 log.exception("on_finish callback failed for task %s", task.id)
 
-    def _heartbeat(self, task_id: str, owner: str, stop: threading.Event) -> None:
-        while not stop.wait(self.heartbeat_seconds):
-            try:
-                if not self.tasks.heartbeat(task_id, owner=owner, now=self.now()):
-                    log.warning("task %s: its run lost its lease (taken for dead)", task_id)
-                    return
-            except Exception:
-                # A busy or briefly unreachable store: the next beat tries again.
-                log.exception("heartbeat failed for task %s", task_id)
-
     # ----------------------------------------------------------------------------------------
-    # Retention and crash recovery
+    # Retention and crash recovery (see `recovery`)
 
     def _retain(self, task: BackupTask, run: RunState, location: str) -> None:
         """Apply the task's retention after its backup at *location* completed; what it
@@ -400,103 +382,8 @@ class Engine:
                 f"stale_after ({self.stale_after} s) must be longer than heartbeat_seconds "
                 f"({self.heartbeat_seconds} s), or live runs would be taken for dead"
             )
-        limit = timedelta(seconds=self.stale_after)
-        with self._runner_lock:
-            ours = set(self._heartbeats)
-        recovered = []
-        for lease in self.tasks.leases():
-            if lease.owner in ours:
-                continue
-            if self._owner_is_gone(lease.owner):
-                why = f"its process {lease.owner} is gone"
-            elif now - lease.heartbeat > limit:
-                why = f"no heartbeat from {lease.owner} since {lease.heartbeat.isoformat()}"
-            else:
-                continue
-            if self._end_interrupted(lease.task_id, lease.owner, why, now):
-                recovered.append(lease.task_id)
-        return recovered
-
-    def _end_interrupted(self, task_id: str, owner: str, why: str, now: datetime) -> bool:
-        try:
-            task = self.tasks.get(task_id)
-        except TaskNotFoundError:
-            return False
-        # An owner never gets a lease back once it lost it: if *owner* still holds the task,
-        # the task just read is its run, not a new one another process started since.
-        if not any(
-            lease.task_id == task_id and lease.owner == owner for lease in self.tasks.leases()
-        ):
-            return False
-        started = task.start_date or now
-        notes = [f"the run was interrupted: {why}"]
-        if task.type is TaskType.DATA_BACKUP:
-            # Cleaned while the dead owner still holds the task, so that no new run of it can
-            # be writing meanwhile; the finish below confirms it held the task throughout.
-            notes.extend(self._remove_leftovers(task, started, now))
-        summary = RunSummary(
-            task_id=task_id,
-            started=started,
-            ended=now,
-            state=TaskState.FAILED,
-            errors=(RunError("task", task_id, "interrupted"),),
-            notes=tuple(notes),
-        )
-        recurring = task.backup_setting.execution_strategy is ExecutionStrategy.CRON_EXPRESSION
-        final = TaskState.PENDING if recurring else TaskState.FAILED
-        # A compare-and-set on the dead owner: None when it finished after all, or when
-        # another process ended the run first.
-        finished = self.tasks.finish(task_id, owner=owner, state=final, summary=summary, now=now)
-        if finished is None:
-            return False
-        log.warning("task %s: ended its interrupted run (%s)", task_id, why)
-        self._notify(finished, summary)
-        return True
-
-    def _remove_leftovers(self, task: BackupTask, started: datetime, now: datetime) -> list[str]:
-        try:
-            fs, folder = task_folder(task.store_location, task.name, self.storage_options)
-            removed = remove_leftovers(
-                fs,
-                folder,
-                task.name,
-                started,
-                self.tz,
-                until=now,
-            )
-        except Exception as exc:
-            log.warning("task %s: could not remove what its interrupted run left: %s", task.id, exc)
-            return [f"could not remove what the interrupted run left: {exc}"]
-        if not removed:
-            return []
-        names = ", ".join(posixpath.basename(path) for path in removed)
-        return [f"removed what the interrupted run left: {names}"]
-
-    @staticmethod
-    def _owner_is_gone(owner: str) -> bool:
-        """Whether *owner* (host:pid:nonce) ran on this host in a process that has ended.
-        False whenever that cannot be known: the heartbeat then decides."""
-        host, _, rest = owner.partition(":")
-        pid_text = rest.partition(":")[0]
-        if host != socket.gethostname() or not pid_text.isdigit():
-            return False
-        pid = int(pid_text)
-        if pid == os.getpid() or sys.platform == "win32":
-            # On Windows os.kill(pid, 0) would terminate the process, not probe it.
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except OSError:
-            return False  # e.g. PermissionError: alive, owned by another user
-        # A zombie (ended, not yet reaped by its parent) still answers signal 0.
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as stat:
-                fields = stat.read().rpartition(b")")[2].split()
-        except OSError:
-            return False
-        return bool(fields) and fields[0] in (b"Z", b"X")
+        recovery = Recovery(self.tasks, self.tz, self.storage_options, self._notify)
+        return recovery.recover(now, self.stale_after, self._leases.owners())
 
     # ----------------------------------------------------------------------------------------
     # Task management

@@ -12,7 +12,8 @@ from typing import Any
 
 import zstandard
 
-from .._archive.layout import BACKUP_NAME, MANIFEST, BackupReader, open_backup_chain, open_store
+from .._archive.catalog import describe, open_backup_chain
+from .._archive.layout import BACKUP_NAME, BackupReader, open_store
 from ..exceptions import ArchiveError, store_errors
 from .exits import EXIT_OK, UsageError
 from .options import Parents
@@ -88,24 +89,7 @@ def _show_chain(location: str, chain: list[BackupReader], out: Output) -> None:
 
 def _backups_in(location: str) -> list[tuple[str, str]]:
     """The backups in a task folder by name, with whether each is complete."""
-    fs, path = open_store(location)
-    found = []
-    with store_errors(f"listing {location!r}"):
-        for entry in sorted(fs.ls(path.rstrip("/"), detail=False)):
-            name = posixpath.basename(entry.rstrip("/"))
-            partial = name.startswith(".") and name.endswith(".partial")
-            match = BACKUP_NAME.match(name.removeprefix(".").removesuffix(".partial"))
-            if match is None:
-                continue
-            if partial:
-                found.append((name, "incomplete (being written or abandoned)"))
-            elif name.endswith(".zip"):
-                found.append((name, "zip"))
-            elif fs.isfile(posixpath.join(entry, MANIFEST)):
-                found.append((name, "complete"))
-            else:
-                found.append((name, "incomplete (no manifest.json)"))
-    return found
+    return describe(location)
 
 
 def _task_folders(location: str) -> dict[str, list[tuple[str, str]]]:

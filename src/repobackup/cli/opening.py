@@ -19,7 +19,7 @@ from .output import Output
 
 if TYPE_CHECKING:
     from .._engine.engine import Engine
-    from .._pipeline.run import Progress
+    from .._pipeline.tally import Progress
     from .._tasks.store import TaskStore
 
 __all__ = [

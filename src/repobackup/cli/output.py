@@ -16,7 +16,7 @@ from typing import IO, TYPE_CHECKING, Any
 import attrs
 
 if TYPE_CHECKING:
-    from .._pipeline.run import Progress
+    from .._pipeline.tally import Progress
 
 __all__ = ["Column", "Output", "plural", "size", "when"]
 

@@ -1,0 +1,155 @@
+"""`Manifest`: the typed ``manifest.json`` of format 1, built, written, read and checked here.
+
+Writers build a `Manifest` and `dump` it; readers `parse_manifest` (size-limited) and ask it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import IO, Any
+
+import attrs
+
+from .._model.convert import to_json
+from ..exceptions import ArchiveError
+
+__all__ = [
+    "FORMAT",
+    "MANIFEST",
+    "MAX_MANIFEST_BYTES",
+    "BlobTally",
+    "Manifest",
+    "Member",
+    "dump",
+    "failed_blobs_of",
+    "follows_of",
+    "parse_manifest",
+    "projects_of",
+    "read_bounded",
+]
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+#: A larger manifest.json is refused unread: a hostile archive must not cost memory.
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+
+
+@attrs.frozen
+class Member:
+    """One records member: its path, scope, counts, and its size and sha256 as stored."""
+
+    path: str
+    project_id: str | None
+    repo_name: str | None
+    collection: str
+    records: int
+    tombstones: int
+    size: int
+    sha256: str
+
+
+@attrs.frozen
+class BlobTally:
+    """The blobs of a backup: members written, their bytes, and those that failed."""
+
+    count: int
+    bytes: int
+    failed: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class Manifest:
+    """The ``manifest.json`` a backup is completed with (docs/format.md lists each field)."""
+
+    format: int
+    generator: str
+    task_id: str | None
+    name: str
+    task_name: str
+    created: str
+    completed: str
+    kind: str  # "full" or "incremental"
+    since: str | None
+    follows: str | None
+    compression: bool
+    common_data: bool
+    content: Mapping[str, Any]
+    projects: Mapping[str, list[str]]
+    members: tuple[Member, ...]
+    blobs: BlobTally
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest as JSON data, in format 1's field names and order."""
+        data: dict[str, Any] = to_json(self)
+        data["content"] = dict(self.content)
+        data["projects"] = {project: list(repos) for project, repos in self.projects.items()}
+        data["members"] = [to_json(member) for member in self.members]
+        data["blobs"]["failed"] = list(self.blobs.failed)
+        return data
+
+    def dump(self) -> bytes:
+        """The bytes of ``manifest.json``."""
+        return dump(self.to_json())
+
+
+def dump(manifest: Mapping[str, Any]) -> bytes:
+    """The bytes of a ``manifest.json`` holding *manifest*."""
+    return json.dumps(manifest, ensure_ascii=False, indent=1).encode()
+
+
+def read_bounded(file: IO[bytes], location: str) -> bytes:
+    """The whole of an open ``manifest.json``; ArchiveError past `MAX_MANIFEST_BYTES`."""
+    raw = file.read(MAX_MANIFEST_BYTES + 1)
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ArchiveError(
+            f"{location}: manifest.json is larger than {MAX_MANIFEST_BYTES} bytes, "
+            "the most this version reads"
+        )
+    return raw
+
+
+def parse_manifest(raw: bytes, location: str) -> dict[str, Any]:
+    """The manifest in *raw*, checked as far as any reader needs (a JSON object of format 1
+    with a members list); ArchiveError otherwise. Each member is checked by whoever reads
+    it, so that one bad entry costs that member, not the backup."""
+    try:
+        manifest = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ArchiveError(f"{location}: manifest.json is not a JSON object: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise ArchiveError(
+            f"{location}: manifest.json is not a JSON object: found {type(manifest).__name__}"
+        )
+    if manifest.get("format") != FORMAT:
+        raise ArchiveError(
+            f"{location}: unsupported archive format {manifest.get('format')!r} "
+            f"(this version reads format {FORMAT})"
+        )
+    if not isinstance(manifest.get("members"), list):
+        raise ArchiveError(f"{location}: manifest.json has no members list")
+    return manifest
+
+
+def projects_of(manifest: Mapping[str, Any], location: str) -> dict[str, list[str]]:
+    """The manifest's ``projects`` map; ArchiveError when it is malformed."""
+    tree = manifest.get("projects")
+    if not isinstance(tree, dict) or not all(
+        isinstance(k, str) and isinstance(v, list) and all(isinstance(r, str) for r in v)
+        for k, v in tree.items()
+    ):
+        raise ArchiveError(f"{location}: manifest.json has a malformed projects map")
+    return tree
+
+
+def failed_blobs_of(manifest: Mapping[str, Any]) -> set[str]:
+    """The sha256s the manifest records as never stored (malformed entries are ignored)."""
+    blobs = manifest.get("blobs")
+    failed = blobs.get("failed") if isinstance(blobs, dict) else None
+    return {sha for sha in failed or () if isinstance(sha, str)}
+
+
+def follows_of(manifest: Mapping[str, Any]) -> str | None:
+    """The name of the backup this one is an increment of, or None."""
+    follows = manifest.get("follows")
+    return follows if isinstance(follows, str) else None

@@ -1,0 +1,517 @@
+"""`ZipWriter`: the compressed form of a backup, one zip of stored members in one stream.
+
+Each member is spooled (zstd on worker threads where worth it) and appended whole, in order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import posixpath
+import sqlite3
+import struct
+import tempfile
+import threading
+import time
+import zlib
+from collections.abc import Iterable, Mapping
+from typing import IO, Any
+
+import attrs
+import fsspec
+import zstandard
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.spec import AbstractBufferedFile
+
+from ..exceptions import StoreError, store_errors
+from .layout import (
+    CHUNK,
+    SHA256,
+    MemberInfo,
+    blob_member,
+    check_member_path,
+)
+from .manifest import MANIFEST, Manifest, dump
+from .store import Store, partial_path, publish
+from .zipformat import (
+    CENTRAL,
+    CENTRAL_SIG,
+    END,
+    END64,
+    END64_SIG,
+    END_SIG,
+    EXTRA,
+    FILE_MODE,
+    FLAG_UTF8,
+    LOCAL,
+    LOCAL_SIG,
+    LOCATOR,
+    LOCATOR_SIG,
+    MADE_BY,
+    STORED,
+    VERSION_DEFAULT,
+    VERSION_ZIP64,
+    ZIP64_COUNT,
+    ZIP64_EXTRA,
+    ZIP64_LIMIT,
+)
+
+__all__ = ["ZipWriter", "worth_compressing"]
+
+LEVEL = 3  # zstd level: most of the gain of higher levels at a fraction of the time
+SAMPLE = 64 * 1024  # the head of a blob compressed to tell whether the rest is worth it
+WORTH = 0.9  # compress a blob only if its sample shrinks to this fraction or less
+TINY = 32  # below this many bytes a zstd frame's own overhead eats any gain
+SPOOL_BUDGET = 64 * 1024 * 1024  # memory all member spools of one writer may hold
+SPOOL_MAX = 8 * 1024 * 1024  # memory one member spool may hold before it goes to disk
+CENTRAL_MEMORY = 4 * 1024 * 1024
+
+# Formats that are compressed already; zstd would spend time for nothing on them.
+_COMPRESSED_MAGIC = (
+    b"PK\x03\x04",  # zip, jar, war, wheel, apk, nupkg, docx
+    b"PK\x05\x06",  # empty zip
+    b"\x1f\x8b",  # gzip, tgz
+    b"\x28\xb5\x2f\xfd",  # zstd
+    b"\xfd7zXZ\x00",  # xz
+    b"BZh",  # bzip2
+    b"7z\xbc\xaf\x27\x1c",  # 7z
+    b"Rar!\x1a\x07",  # rar
+    b"\x04\x22\x4d\x18",  # lz4
+    b"\x89PNG\r\n\x1a\n",
+    b"\xff\xd8\xff",  # jpeg
+    b"GIF87a",
+    b"GIF89a",
+    b"OggS",
+    b"fLaC",
+    b"ID3",  # mp3
+)
+
+
+_probes = threading.local()
+
+
+def worth_compressing(sample: bytes) -> bool:
+    """Whether content starting with *sample* is worth storing zstd-compressed.
+
+    Known compressed formats are recognised by their magic bytes; anything else is judged by
+    how much its sample shrinks at a fast level.
+    """
+    if _not_worth_trying(sample):
+        return False
+    head = sample[:SAMPLE]
+    # A context is not safe to share between threads, and costly to make for every blob.
+    probe: zstandard.ZstdCompressor | None = getattr(_probes, "value", None)
+    if probe is None:
+        probe = _probes.value = zstandard.ZstdCompressor(level=1)
+    return len(probe.compress(head)) <= len(head) * WORTH
+
+
+def _not_worth_trying(sample: bytes) -> bool:
+    """Whether content starting with *sample* is too small or compressed already."""
+    if len(sample) < TINY or sample.startswith(_COMPRESSED_MAGIC):
+        return True
+    return sample[4:8] == b"ftyp" or (sample[:4] == b"RIFF" and sample[8:12] == b"WEBP")
+
+
+def _dos_stamp(moment: time.struct_time) -> tuple[int, int]:
+    year = max(1980, min(2107, moment.tm_year))
+    dos_time = (moment.tm_hour << 11) | (moment.tm_min << 5) | (moment.tm_sec // 2)
+    dos_date = ((year - 1980) << 9) | (moment.tm_mon << 5) | moment.tm_mday
+    return dos_time, dos_date
+
+
+class _Sink:
+    """What a member spool received: size, CRC-32 and (for records) sha256."""
+
+    def __init__(self, spool: IO[bytes], *, hashing: bool) -> None:
+        self.spool = spool
+        self.size = 0
+        self.crc = 0
+        self._digest = hashlib.sha256() if hashing else None
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        self.spool.write(data)
+        self.size += len(data)
+        self.crc = zlib.crc32(data, self.crc)
+        if self._digest is not None:
+            self._digest.update(data)
+
+    @property
+    def sha256(self) -> str:
+        assert self._digest is not None
+        return self._digest.hexdigest()
+
+
+class _NameSet:
+    """Member names on disk in a temporary SQLite table, so memory stays flat however many
+    members a zip holds. The caller serialises access."""
+
+    def __init__(self) -> None:
+        self._db = sqlite3.connect("", check_same_thread=False)
+        self._db.execute("CREATE TABLE names (name TEXT PRIMARY KEY) WITHOUT ROWID")
+
+    def add(self, name: str) -> bool:
+        """Add *name*; False when it was there already."""
+        return self._db.execute("INSERT OR IGNORE INTO names VALUES (?)", (name,)).rowcount == 1
+
+    def discard(self, name: str) -> None:
+        self._db.execute("DELETE FROM names WHERE name = ?", (name,))
+
+    def close(self) -> None:
+        self._db.close()
+
+
+@attrs.frozen
+class _Stored:
+    """One stored member as the zip's headers describe it."""
+
+    name: bytes
+    crc: int
+    size: int
+    offset: int
+    stamp: tuple[int, int]
+    force_zip64: bool = False
+
+    @property
+    def flags(self) -> int:
+        return 0 if self.name.isascii() else FLAG_UTF8
+
+    @property
+    def zip64(self) -> bool:
+        return self.force_zip64 or self.size >= ZIP64_LIMIT
+
+    def local_header(self) -> bytes:
+        extra = b""
+        size = self.size
+        if self.zip64:
+            extra = EXTRA.pack(ZIP64_EXTRA, 16) + struct.pack("<QQ", size, size)
+            size = ZIP64_LIMIT
+        version = VERSION_ZIP64 if self.zip64 else VERSION_DEFAULT
+        fixed = LOCAL.pack(
+            LOCAL_SIG,
+            version,
+            self.flags,
+            STORED,
+            *self.stamp,
+            self.crc,
+            size,
+            size,
+            len(self.name),
+            len(extra),
+        )
+        return fixed + self.name + extra
+
+    def central_entry(self) -> bytes:
+        fields = b""
+        size, offset = self.size, self.offset
+        if self.zip64:
+            fields += struct.pack("<QQ", size, size)
+            size = ZIP64_LIMIT
+        if offset >= ZIP64_LIMIT:
+            fields += struct.pack("<Q", offset)
+            offset = ZIP64_LIMIT
+        extra = EXTRA.pack(ZIP64_EXTRA, len(fields)) + fields if fields else b""
+        version = VERSION_ZIP64 if extra else VERSION_DEFAULT
+        fixed = CENTRAL.pack(
+            CENTRAL_SIG,
+            MADE_BY,
+            version,
+            self.flags,
+            STORED,
+            *self.stamp,
+            self.crc,
+            size,
+            size,
+            len(self.name),
+            len(extra),
+            0,  # comment length
+            0,  # disk
+            0,  # internal attributes
+            FILE_MODE,
+            offset,
+        )
+        return fixed + self.name + extra
+
+
+def _end_records(count: int, cd_offset: int, cd_size: int, force_zip64: bool) -> bytes:
+    zip64 = (
+        force_zip64 or count >= ZIP64_COUNT or cd_offset >= ZIP64_LIMIT or cd_size >= ZIP64_LIMIT
+    )
+    records = b""
+    if zip64:
+        end64_offset = cd_offset + cd_size
+        records += END64.pack(
+            END64_SIG,
+            END64.size - 12,
+            MADE_BY,
+            VERSION_ZIP64,
+            0,
+            0,
+            count,
+            count,
+            cd_size,
+            cd_offset,
+        )
+        records += LOCATOR.pack(LOCATOR_SIG, 0, end64_offset, 1)
+    records += END.pack(
+        END_SIG,
+        0,
+        0,
+        min(count, ZIP64_COUNT),
+        min(count, ZIP64_COUNT),
+        min(cd_size, ZIP64_LIMIT),
+        min(cd_offset, ZIP64_LIMIT),
+        0,
+    )
+    return records
+
+
+class ZipWriter:
+    """A backup as one zip of stored members, written in a single pass to any fsspec store.
+
+    Members cannot interleave in a zip, yet records stream from the main thread while blobs
+    arrive from worker threads. So each member is compressed into its own spool (memory up to
+    a threshold, then a temporary file) by the thread that produces it, and appended to the
+    zip whole, under a lock held only for the copy. Knowing a member's size and CRC-32 before
+    its local header is written keeps the zip readable by streaming readers and lets it go to
+    write-only streams (s3fs): no seek is ever needed.
+
+    The zip appears whole or not at all: on a local disk it is written as
+    ``.<name>.zip.<token>.partial`` (unique to the run) beside its final name and given that
+    name at commit, never replacing another; on an object store it is written to its final
+    key, which a multipart upload only creates when the file is closed, and `abort`
+    discards the upload.
+    """
+
+    compressed = True
+
+    def __init__(
+        self,
+        fs: fsspec.AbstractFileSystem,
+        path: str,
+        location: str,
+        *,
+        workers: int = 4,
+        level: int = LEVEL,
+        force_zip64: bool = False,
+    ) -> None:
+        self.fs = fs
+        self.location = location
+        self._final = path
+        self._local = isinstance(fs, LocalFileSystem)
+        parent = posixpath.dirname(path)
+        self._target = partial_path(path) if self._local else path
+        self._level = level
+        self._force_zip64 = force_zip64
+        # Every worker and the records stream may hold a spool at once.
+        self._spool_memory = max(256 * 1024, min(SPOOL_MAX, SPOOL_BUDGET // (max(1, workers) + 1)))
+        self._stamp = _dos_stamp(time.localtime())
+        self._lock = threading.Lock()
+        self._offset = 0
+        self._count = 0
+        self._broken: str | None = None
+        self._committed = False
+        self._compressors = threading.local()
+        self.store = Store(fs)
+        with store_errors(f"creating {location}"):
+            if self.store.exists(path):
+                raise FileExistsError(f"{location} already exists")
+            self.store.makedirs(parent)
+            self._out: IO[bytes] = self.store.open(self._target, "wb")
+        # The central directory grows with the member count: it waits on disk past a size.
+        self._central: IO[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115
+            max_size=CENTRAL_MEMORY
+        )
+        self._names = _NameSet()
+
+    def __repr__(self) -> str:
+        return f"<ZipWriter {self.location!r}>"
+
+    def write_records(self, member: str, lines: Iterable[bytes]) -> MemberInfo:
+        """Spool the lines of *member* (zstd-compressed when its name ends in ``.zst``) and
+        append it; return its stored size, sha256 and record count."""
+        check_member_path(member)
+        self._reserve(member)
+        try:
+            with self._spool() as spool:
+                sink = _Sink(spool, hashing=True)
+                compressor = self._compressor().compressobj() if member.endswith(".zst") else None
+                count = 0
+                buffer = bytearray()
+                for line in lines:
+                    buffer += line
+                    count += 1
+                    if len(buffer) >= CHUNK:
+                        sink.write(compressor.compress(buffer) if compressor else bytes(buffer))
+                        buffer.clear()
+                sink.write(compressor.compress(buffer) if compressor else bytes(buffer))
+                if compressor is not None:
+                    sink.write(compressor.flush())
+                self._append(member, spool, sink)
+        except BaseException:
+            self._release(member)
+            raise
+        return MemberInfo(member, sink.size, sink.sha256, count)
+
+    def write_blob(self, sha256: str, chunks: Iterable[bytes]) -> int:
+        """Spool a blob, zstd-compressed unless its head shows it does not compress, and
+        append it; return the bytes stored. Safe to call from many threads at once."""
+        if not SHA256.match(sha256):
+            raise ValueError(f"not a sha256 in lowercase hex: {sha256!r}")
+        key = blob_member(sha256, compressed=False)
+        self._reserve(key)
+        try:
+            with self._spool() as spool:
+                stream = iter(chunks)
+                head = bytearray()
+                whole = True
+                for chunk in stream:
+                    head += chunk
+                    if len(head) >= SAMPLE:
+                        whole = False
+                        break
+                sink = _Sink(spool, hashing=False)
+                if whole:
+                    # A small blob is at hand whole: compressing it once at the real level
+                    # tells what it gains, at less cost than a probe and then the real pass.
+                    data = bytes(head)
+                    packed = b"" if _not_worth_trying(data) else self._compressor().compress(data)
+                    compress = 0 < len(packed) <= len(data) * WORTH  # a frame is never empty
+                    sink.write(packed if compress else data)
+                elif compress := worth_compressing(bytes(head[:SAMPLE])):
+                    compressor = self._compressor().compressobj()
+                    sink.write(compressor.compress(head))
+                    for chunk in stream:
+                        sink.write(compressor.compress(chunk))
+                    sink.write(compressor.flush())
+                else:
+                    sink.write(bytes(head))
+                    for chunk in stream:
+                        sink.write(chunk)
+                self._append(blob_member(sha256, compressed=compress), spool, sink)
+        except BaseException:
+            self._release(key)
+            raise
+        return sink.size
+
+    def commit(self, manifest: Manifest | Mapping[str, Any]) -> None:
+        """Append ``manifest.json`` and the central directory, then make the zip visible."""
+        data = manifest.dump() if isinstance(manifest, Manifest) else dump(manifest)
+        self._reserve(MANIFEST)
+        spool = io.BytesIO()
+        sink = _Sink(spool, hashing=False)
+        sink.write(data)
+        self._append(MANIFEST, spool, sink)
+        with self._lock, store_errors(f"committing {self.location}"):
+            self._check_open()
+            cd_offset = self._offset
+            self._central.seek(0)
+            try:
+                while block := self._central.read(CHUNK):
+                    self._write(block)
+                self._write(
+                    _end_records(
+                        self._count, cd_offset, self._offset - cd_offset, self._force_zip64
+                    )
+                )
+                if self._local:
+                    self._out.flush()
+                    os.fsync(self._out.fileno())
+                self._out.close()
+                if self._local:
+                    publish(self._target, self._final)
+            except BaseException:
+                self._broken = "committing it failed"
+                raise
+            self._committed = True
+        self._cleanup()
+
+    def abort(self) -> None:
+        """Remove or discard whatever this zip wrote; never raises."""
+        with self._lock:
+            if self._committed:
+                return
+            self._broken = "the backup was aborted"
+        try:
+            out = self._out
+            if isinstance(out, AbstractBufferedFile):
+                # Abort the multipart upload, then mark the file closed so that neither
+                # close() nor the garbage collector uploads what is buffered.
+                out.discard()
+                out.closed = True
+            else:
+                out.close()
+                self.store.remove(self._target)
+        except Exception:
+            pass
+        self._cleanup()
+
+    # ----------------------------------------------------------------------------------------
+
+    def _spool(self) -> IO[bytes]:
+        return tempfile.SpooledTemporaryFile(max_size=self._spool_memory)
+
+    def _compressor(self) -> zstandard.ZstdCompressor:
+        # A compression context is not safe to share between threads; one per thread is.
+        compressor: zstandard.ZstdCompressor | None = getattr(self._compressors, "value", None)
+        if compressor is None:
+            compressor = zstandard.ZstdCompressor(level=self._level)
+            self._compressors.value = compressor
+        return compressor
+
+    def _reserve(self, member: str) -> None:
+        with self._lock:
+            self._check_open()
+            if not self._names.add(member):
+                raise ValueError(f"{member} is already in {self.location}")
+
+    def _release(self, member: str) -> None:
+        with self._lock:
+            if self._broken is None:
+                self._names.discard(member)
+
+    def _check_open(self) -> None:
+        if self._committed:
+            raise StoreError(f"{self.location}: the backup is committed already")
+        if self._broken is not None:
+            raise StoreError(f"{self.location}: {self._broken}; nothing more can be written")
+
+    def _append(self, member: str, spool: IO[bytes], sink: _Sink) -> None:
+        spool.seek(0)
+        with self._lock:
+            self._check_open()
+            stored = _Stored(
+                member.encode(), sink.crc, sink.size, self._offset, self._stamp, self._force_zip64
+            )
+            try:
+                with store_errors(f"writing {member} into {self.location}"):
+                    self._write(stored.local_header())
+                    while block := spool.read(CHUNK):
+                        self._write(block)
+                    self._central.write(stored.central_entry())
+            except BaseException as exc:
+                # A stream cannot be rewound to drop half a member: the whole zip is lost.
+                cause = exc.__cause__ or exc
+                self._broken = (
+                    f"writing {member} failed midway ({type(cause).__name__}: {cause}); "
+                    "a stream cannot be resumed"
+                )
+                raise
+            self._count += 1
+
+    def _write(self, data: bytes) -> None:
+        self._out.write(data)
+        self._offset += len(data)
+
+    def _cleanup(self) -> None:
+        for close in (self._central.close, self._names.close):
+            with contextlib.suppress(Exception):
+                close()
+
+
+# --------------------------------------------------------------------------------------------
+# Reading

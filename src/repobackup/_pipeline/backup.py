@@ -1,0 +1,319 @@
+"""`run_backup`: one backup run, from the task's selection to a committed backup.
+
+Records stream through member by member; blobs go to the pump; the manifest is written last.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import attrs
+
+from .._archive.catalog import list_names
+from .._archive.layout import (
+    STAMP_FORMAT,
+    BackupWriter,
+    FolderWriter,
+    free_space,
+    record_member,
+    record_to_line,
+    task_folder,
+)
+from .._archive.manifest import FORMAT, BlobTally, Manifest, Member
+from .._archive.store import parse_partial
+from .._archive.zipwriter import ZipWriter
+from .._backends.protocols import Record, Scope, Source
+from .._model.convert import to_json
+from .._model.select import select
+from .._model.task import BackupTask, TaskState
+from ..exceptions import InsufficientSpaceError, RepoBackupError, backend_errors
+from .blobs import BlobPump, BlobTransfer, SeenBlobs
+from .context import RunContext
+from .tally import ErrorScope, Phase, RunState
+
+__all__ = ["backup_name", "default_since", "record_key", "run_backup"]
+
+_package = "repobackup"
+
+
+@attrs.frozen
+class _Plan:
+    """Where a backup goes and what it holds, decided before anything is written."""
+
+    name: str
+    path: str
+    location: str
+    task_dir: str
+    fs: Any
+    scopes: list[Scope]
+    since: datetime | None
+    follows: str | None
+
+
+def _scopes(source: Source, task: BackupTask, since: datetime | None) -> list[Scope]:
+    scopes = [Scope()] if task.content.common_data else []
+    if task.content.projects:
+        with backend_errors("listing projects and repositories"):
+            tree = select(
+                task.content.projects,
+                source.projects(since=since),
+                lambda project: source.repositories(project, since=since),
+            )
+        for project, repos in tree.items():
+            scopes.append(Scope(project))
+            scopes.extend(Scope(project, repo) for repo in repos)
+    return scopes
+
+
+def _estimate(source: Source, scopes: list[Scope], since: datetime | None) -> int:
+    """An upper bound of the bytes a backup writes: document lines plus blob sizes."""
+    total = 0
+    for scope in scopes:
+        with backend_errors(f"estimating {scope}"):
+            for collection in source.collections(scope):
+                for record in source.records(scope, collection, since=since):
+                    total += 256 + len(record.key) + record.size
+    return total
+
+
+def default_since(
+    context: RunContext, task: BackupTask, started: datetime
+) -> tuple[datetime, str | None]:
+    """The since time of an incremental backup and the backup it follows (DESIGN section 3)."""
+    assert task.id is not None
+    previous = next(
+        (
+            run
+            for run in context.history(task.id)
+            if run.state is TaskState.FINISHED and run.location and not run.errors
+        ),
+        None,
+    )
+    follows = backup_name(previous.location) if previous and previous.location else None
+    if task.content.increment_date is not None:
+        return task.content.increment_date, follows
+    if previous is not None:
+        return previous.started, follows
+    day_before = (started.astimezone(context.tz) - timedelta(days=1)).date()
+    return datetime.combine(day_before, datetime.min.time(), tzinfo=context.tz), follows
+
+
+def backup_name(location: str) -> str:
+    """The backup's name (``<task>-<stamp>``) from its location, folder or zip."""
+    return posixpath.basename(location.rstrip("/")).removesuffix(".zip")
+
+
+def _plan(context: RunContext, task: BackupTask, run: RunState, started: datetime) -> _Plan:
+    since: datetime | None = None
+    follows: str | None = None
+    if task.content.increment:
+        since, follows = default_since(context, task, started)
+    run.since = since
+    scopes = _scopes(context.source, task, since)
+    fs, task_dir = task_folder(task.store_location, task.name, context.storage_options)
+    stamp = started.astimezone(context.tz)
+    suffix = ".zip" if task.content.compression else ""
+    # A name is taken by a backup, complete or not, and by another run's work in progress.
+    listed = list_names(fs, task_dir)
+    taken = set(listed) | {final for entry in listed if (final := parse_partial(entry))}
+    while True:
+        name = f"{task.name}-{stamp.strftime(STAMP_FORMAT)}"
+        if name + suffix not in taken:
+            break
+        stamp += timedelta(seconds=1)  # two runs in one second: the later one takes the next
+    path = posixpath.join(task_dir, name + suffix)
+    location = _join_location(task.store_location, f"{task.name}/{name}{suffix}")
+    return _Plan(name, path, location, task_dir, fs, scopes, since, follows)
+
+
+def _check_space(context: RunContext, task: BackupTask, run: RunState, plan: _Plan) -> None:
+    run.progress(Phase.ESTIMATE, force=True)
+    needed = _estimate(context.source, plan.scopes, plan.since)
+    run.total_bytes = needed
+    available = free_space(plan.fs, plan.task_dir)
+    if available is None:
+        run.notes.append(
+            f"free space at {task.store_location!r} cannot be known on this store; "
+            f"the run needs up to {needed} bytes"
+        )
+    elif needed > available:
+        raise InsufficientSpaceError(task.store_location, needed, available)
+
+
+def run_backup(context: RunContext, task: BackupTask, run: RunState, started: datetime) -> str:
+    """Back up what *task* selects; return the location of the complete backup."""
+    plan = _plan(context, task, run, started)
+    if task.backup_setting.space_cap_check:
+        _check_space(context, task, run, plan)
+    writer: BackupWriter
+    if task.content.compression:
+        writer = ZipWriter(plan.fs, plan.path, plan.location, workers=context.max_workers)
+    else:
+        writer = FolderWriter(plan.fs, plan.path, plan.location)
+    seen = SeenBlobs()
+    transfer = BlobTransfer(context, context.source, writer, run)
+    pump = BlobPump(run, transfer, context.max_workers * 4)
+    try:
+        run.progress(Phase.RECORDS, force=True)
+        tree, members = _write_members(
+            context.source, plan=plan, writer=writer, run=run, seen=seen, pump=pump
+        )
+        run.progress(Phase.BLOBS, force=True)
+        pump.drain()
+        run.progress(Phase.COMMIT, force=True)
+        manifest = _manifest(
+            context, task=task, run=run, plan=plan, started=started, tree=tree, members=members
+        )
+        if not run.holds_lease():
+            raise RepoBackupError(
+                "the run lost its claim on the task (taken for interrupted by another "
+                "process); the backup was not committed"
+            )
+        writer.commit(manifest)
+    except BaseException:
+        pump.cancel()
+        writer.abort()
+        raise
+    finally:
+        transfer.shutdown()
+        seen.close()
+    return plan.location
+
+
+def _write_members(
+    source: Source,
+    *,
+    plan: _Plan,
+    writer: BackupWriter,
+    run: RunState,
+    seen: SeenBlobs,
+    pump: BlobPump,
+) -> tuple[dict[str, list[str]], list[Member]]:
+    """Write one records member per collection of each scope; return the project tree and
+    the manifest's member entries."""
+    members: list[Member] = []
+    tree: dict[str, list[str]] = {}
+    for scope in plan.scopes:
+        if scope.project_id is not None:
+            repos = tree.setdefault(scope.project_id, [])
+            if scope.repo_name is not None:
+                repos.append(scope.repo_name)
+        with backend_errors(f"listing collections of {scope}"):
+            collections = sorted(source.collections(scope))
+        for collection in collections:
+            member = record_member(scope, collection, compressed=writer.compressed)
+            tally = {"tombstones": 0}
+            lines = _backup_lines(
+                source,
+                scope,
+                collection,
+                since=plan.since,
+                run=run,
+                seen=seen,
+                pump=pump,
+                tally=tally,
+            )
+            # An empty member stays: in an increment it says the collection had no changes.
+            info = writer.write_records(member, lines)
+            members.append(
+                Member(
+                    path=info.path,
+                    project_id=scope.project_id,
+                    repo_name=scope.repo_name,
+                    collection=collection,
+                    records=info.records,
+                    tombstones=tally["tombstones"],
+                    size=info.size,
+                    sha256=info.sha256,
+                )
+            )
+    return tree, members
+
+
+def _manifest(
+    context: RunContext,
+    *,
+    task: BackupTask,
+    run: RunState,
+    plan: _Plan,
+    started: datetime,
+    tree: dict[str, list[str]],
+    members: list[Member],
+) -> Manifest:
+    since = plan.since
+    return Manifest(
+        format=FORMAT,
+        generator=f"{_package} {_version()}",
+        task_id=task.id,
+        name=plan.name,
+        task_name=task.name,
+        created=started.isoformat(),
+        completed=context.now().isoformat(),
+        kind="incremental" if since is not None else "full",
+        since=since.isoformat() if since is not None else None,
+        follows=plan.follows if since is not None else None,
+        compression=task.content.compression,
+        common_data=task.content.common_data,
+        content=to_json(task.content),
+        projects=tree,
+        members=tuple(members),
+        blobs=BlobTally(
+            count=run.counts.blobs_written,
+            bytes=run.counts.bytes_read,
+            failed=tuple(run.failed_blobs()),
+        ),
+    )
+
+
+def _backup_lines(
+    source: Source,
+    scope: Scope,
+    collection: str,
+    *,
+    since: datetime | None,
+    run: RunState,
+    seen: SeenBlobs,
+    pump: BlobPump,
+    tally: dict[str, int],
+) -> Iterator[bytes]:
+    with backend_errors(f"reading {collection} of {scope}"):
+        records = source.records(scope, collection, since=since)
+        for record in records:
+            try:
+                line = record_to_line(record)
+            except (TypeError, ValueError) as exc:
+                run.add(records_failed=1)
+                run.fail(ErrorScope.RECORD, record_key(record), f"document is not JSON: {exc}")
+                continue
+            if record.deleted:
+                tally["tombstones"] += 1
+            elif record.blob is not None:
+                if seen.add(record.blob):
+                    pump.add(record.blob, record.size)
+                else:
+                    run.add(blobs_reused=1)
+            run.add(records_written=1)
+            yield line
+
+
+def record_key(record: Record) -> str:
+    """How an error names a record: project, repository, collection and key."""
+    parts = [p for p in (record.project_id, record.repo_name, record.collection) if p is not None]
+    return "/".join([*parts, record.key])
+
+
+def _join_location(store_location: str, tail: str) -> str:
+    separator = "" if store_location.endswith(("/", "\\")) else "/"
+    return f"{store_location}{separator}{tail}"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(_package)
+    except PackageNotFoundError:
+        return "unknown"
