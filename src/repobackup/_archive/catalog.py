@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 import fsspec
 
-from ..exceptions import ArchiveError, store_errors
+from ..exceptions import ArchiveError, DecryptionError, store_errors
 from .layout import BACKUP_NAME, BackupReader, FolderReader, open_store
 from .manifest import MANIFEST
 from .store import Store, parse_partial
@@ -83,6 +83,11 @@ def complete_backups(
     for entry in entries(fs, task_dir):
         try:
             readers.append(open_backup(fs, entry.path, f"{base}/{entry.name}"))
+        except DecryptionError:
+            # No passphrase, a wrong one, or an altered manifest: say so, never fall back.
+            for reader in readers:
+                reader.close()
+            raise
         except ArchiveError:
             continue  # incomplete or damaged: not a backup to restore from
     return readers

@@ -25,6 +25,7 @@ from .._backends.protocols import Record, Scope
 from .._model.times import parse_datetime
 from ..exceptions import ArchiveError, store_errors
 from .manifest import MANIFEST, Manifest, dump, parse_manifest, read_bounded
+from .sealing import Sealing, seal_writer, unsealed
 from .store import Store, partial_path, publish
 
 __all__ = [
@@ -87,10 +88,12 @@ def record_member(scope: Scope, collection: str, *, compressed: bool) -> str:
     return f"{scope_prefix(scope)}/{encode_component(collection)}{suffix}"
 
 
-def blob_member(sha256: str, *, compressed: bool) -> str:
-    """The member holding a blob; *compressed* adds ``.zst``."""
+def blob_member(sha256: str, *, compressed: bool, sealing: Sealing | None = None) -> str:
+    """The member holding a blob; *compressed* adds ``.zst``; an encrypted backup names it
+    by its keyed id, never its sha256."""
     suffix = ".zst" if compressed else ""
-    return f"blobs/{sha256[0:2]}/{sha256[2:4]}/{sha256}{suffix}"
+    name = sealing.blob_name(sha256) if sealing is not None else sha256
+    return f"blobs/{name[0:2]}/{name[2:4]}/{name}{suffix}"
 
 
 def record_to_line(record: Record) -> bytes:
@@ -247,9 +250,17 @@ class FolderWriter:
 
     compressed = False
 
-    def __init__(self, fs: fsspec.AbstractFileSystem, path: str, location: str) -> None:
+    def __init__(
+        self,
+        fs: fsspec.AbstractFileSystem,
+        path: str,
+        location: str,
+        *,
+        sealing: Sealing | None = None,
+    ) -> None:
         self.fs = fs
         self.location = location
+        self.sealing = sealing
         self._final = path
         self._local = isinstance(fs, LocalFileSystem)
         self._root = partial_path(path) if self._local else path
@@ -260,6 +271,10 @@ class FolderWriter:
             if self.store.exists(path):
                 raise FileExistsError(f"{location} already exists")
             self.store.makedirs(self._root)
+        if sealing is not None:
+            from .sealing import write_key_copies
+
+            write_key_copies(fs, self._root, sealing)
 
     def __repr__(self) -> str:
         return f"<FolderWriter {self.location!r}>"
@@ -274,10 +289,12 @@ class FolderWriter:
                 self._made.add(folder)
         return path
 
-    def _open(self, member: str) -> IO[bytes]:
+    @contextlib.contextmanager
+    def _open(self, member: str) -> Iterator[IO[bytes]]:
         path = self._path_made(member)
         # Opening is retried; the writes that follow cannot be: a failed stream fails the run.
-        return self.store.open(path, "wb")
+        with self.store.open(path, "wb") as raw, seal_writer(self.sealing, raw, member) as file:
+            yield file
 
     def write_records(self, member: str, lines: Iterable[bytes]) -> MemberInfo:
         count = 0
@@ -295,10 +312,10 @@ class FolderWriter:
 
     def blob_destination(self, sha256: str) -> tuple[fsspec.AbstractFileSystem, str]:
         """Where a blob is written, its folder made: for a copy running in another process."""
-        return self.fs, self._path_made(blob_member(sha256, compressed=False))
+        return self.fs, self._path_made(blob_member(sha256, compressed=False, sealing=self.sealing))
 
     def write_blob(self, sha256: str, chunks: Iterable[bytes]) -> int:
-        member = blob_member(sha256, compressed=False)
+        member = blob_member(sha256, compressed=False, sealing=self.sealing)
         size = 0
         try:
             with store_errors(f"writing blob {sha256}"), self._open(member) as file:
@@ -368,6 +385,7 @@ class FolderReader:
         self.location = location
         # A folder has no index to refuse entries from; its members are checked when read.
         self.problems: Sequence[tuple[str, str]] = ()
+        self.sealing: Sealing | None = None
         self.manifest = load_manifest(self, location)
 
     def __repr__(self) -> str:
@@ -386,7 +404,7 @@ class FolderReader:
     def open(self, member: str) -> IO[bytes]:
         path = self._path(member)
         with store_errors(f"reading {member}"):
-            return self.store.open(path, "rb")
+            return unsealed(self.sealing, self.store.open(path, "rb"), member)
 
     def _path(self, member: str) -> str:
         check_member_path(member)
@@ -413,6 +431,11 @@ def load_manifest(reader: BackupReader, location: str) -> dict[str, Any]:
     """Read and check the manifest; ArchiveError if the backup is not complete and valid."""
     if not reader.exists(MANIFEST):
         raise ArchiveError(f"{location}: no manifest.json, not a complete backup")
+    from .sealing import open_sealing
+
+    sealing = open_sealing(reader, location)
+    if sealing is not None:
+        reader.sealing = sealing  # type: ignore[attr-defined]  # both readers have it
     with reader.open(MANIFEST) as file:
         raw = read_bounded(file, location)
-    return parse_manifest(raw, location)
+    return parse_manifest(raw, location, sealing=sealing)

@@ -78,10 +78,16 @@ class Manifest:
     projects: Mapping[str, list[str]]
     members: tuple[Member, ...]
     blobs: BlobTally
+    #: Format 2 only: the key set and cipher of an encrypted backup.
+    encryption: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The manifest as JSON data, in format 1's field names and order."""
         data: dict[str, Any] = to_json(self)
+        if self.encryption is None:
+            data.pop("encryption", None)
+        else:
+            data["encryption"] = dict(self.encryption)
         data["content"] = dict(self.content)
         data["projects"] = {project: list(repos) for project, repos in self.projects.items()}
         data["members"] = [to_json(member) for member in self.members]
@@ -109,7 +115,7 @@ def read_bounded(file: IO[bytes], location: str) -> bytes:
     return raw
 
 
-def parse_manifest(raw: bytes, location: str) -> dict[str, Any]:
+def parse_manifest(raw: bytes, location: str, *, sealing: Any = None) -> dict[str, Any]:
     """The manifest in *raw*, checked as far as any reader needs (a JSON object of format 1
     with a members list); ArchiveError otherwise. Each member is checked by whoever reads
     it, so that one bad entry costs that member, not the backup."""
@@ -121,11 +127,17 @@ def parse_manifest(raw: bytes, location: str) -> dict[str, Any]:
         raise ArchiveError(
             f"{location}: manifest.json is not a JSON object: found {type(manifest).__name__}"
         )
-    if manifest.get("format") != FORMAT:
+    # Format 2 is format 1 encrypted: only a manifest that decrypted may say so.
+    expected = FORMAT if sealing is None else FORMAT + 1
+    if manifest.get("format") != expected:
         raise ArchiveError(
             f"{location}: unsupported archive format {manifest.get('format')!r} "
-            f"(this version reads format {FORMAT})"
+            f"(this version reads format {expected} here)"
         )
+    if sealing is not None:
+        from .sealing import check_manifest
+
+        check_manifest(manifest, location, sealing)
     if not isinstance(manifest.get("members"), list):
         raise ArchiveError(f"{location}: manifest.json has no members list")
     return manifest

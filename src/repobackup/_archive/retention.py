@@ -11,7 +11,7 @@ import attrs
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from ..exceptions import ArchiveError, store_errors
+from ..exceptions import ArchiveError, DecryptionError, store_errors
 from .catalog import entries, list_names, open_backup
 from .layout import BACKUP_NAME, STAMP_FORMAT
 from .manifest import MANIFEST, follows_of
@@ -150,7 +150,13 @@ def _manifest(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, object] | N
 
 
 def _is_complete(fs: fsspec.AbstractFileSystem, path: str) -> bool:
-    return _manifest(fs, path) is not None
+    try:
+        open_backup(fs, path, path).close()
+    except DecryptionError:
+        return True  # encrypted, and no key here to tell: never removed on a guess
+    except ArchiveError:
+        return False
+    return True
 
 
 def _remove_backup(fs: fsspec.AbstractFileSystem, path: str) -> None:

@@ -12,7 +12,7 @@ import re
 import sqlite3
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any
 
@@ -36,6 +36,7 @@ from .layout import (
 )
 from .manifest import MANIFEST
 from .problems import Bounded
+from .sealing import is_key_member, sealing_of
 
 __all__ = ["VerifyProblem", "VerifyReport", "check_records_member", "verify"]
 
@@ -257,6 +258,9 @@ class _BackupCheck:
         self.pending: deque[Future[None]] = deque()
         self.refs = _Refs()
         self.failed: set[str] = set()
+        # Blob members are named by their sha256, or in an encrypted backup by a keyed id.
+        sealing = sealing_of(reader)
+        self._name: Callable[[str], str] = sealing.blob_name if sealing else str
         self.blob_members = 0
         self.blob_bytes = 0
         self._lock = threading.Lock()
@@ -284,7 +288,7 @@ class _BackupCheck:
         ):
             self.problem(MANIFEST, "blobs.failed must be a list of sha256 in lowercase hex")
             failed = []
-        self.failed = set(failed)
+        self.failed = {self._name(sha) for sha in failed}
         return blobs
 
     def _run(self) -> None:
@@ -464,7 +468,7 @@ class _BackupCheck:
         if record.deleted:
             return 1
         if record.blob is not None:
-            other = self.refs.add(record.blob, record.size, where)
+            other = self.refs.add(self._name(record.blob), record.size, where)
             if other is not None:
                 self.problem(
                     path,
@@ -481,6 +485,8 @@ class _BackupCheck:
             for member in members:
                 if member == MANIFEST or member in listed:
                     continue
+                if is_key_member(member) and sealing_of(self.reader) is not None:
+                    continue  # the key file copies, stored in clear, listed nowhere
                 match = BLOB_MEMBER.match(member)
                 if match and match["sha"].startswith(match["a"] + match["b"]):
                     self._blob(member, match["sha"], bool(match["zst"]), compressed)
@@ -533,7 +539,7 @@ class _BackupCheck:
             self.blob_members += 1
             # The size the records give: a blob of the wrong length is reported on its own.
             self.blob_bytes += size
-        if digest.hexdigest() != sha256:
+        if self._name(digest.hexdigest()) != sha256:
             self.problem(member, f"content does not match its sha256 (got {digest.hexdigest()})")
         elif length != size:
             self.problem(member, f"holds {length} bytes, its records say {size}")

@@ -26,6 +26,7 @@ from .layout import (
 )
 from .manifest import MANIFEST
 from .problems import Bounded
+from .sealing import Sealing, unsealed
 from .store import Store
 from .zipformat import (
     CENTRAL,
@@ -78,6 +79,7 @@ class ZipReader:
         self.store = Store(fs)
         self.path = path
         self.location = location
+        self.sealing: Sealing | None = None
         self._problems: Bounded[tuple[str, str]] = Bounded(MAX_PROBLEMS)
         self._lock = threading.Lock()
         # A local zip is read at offsets through one descriptor that threads share, not
@@ -150,7 +152,7 @@ class ZipReader:
             raise ArchiveError(f"{self.location}: member {member} runs into the central directory")
         prefix = head[start - entry.offset : start - entry.offset + entry.size]
         raw = _MemberStream(self, entry, start, prefix)
-        return io.BufferedReader(raw, CHUNK)
+        return unsealed(self.sealing, io.BufferedReader(raw, CHUNK), member)
 
     def close(self) -> None:
         """Release the index."""

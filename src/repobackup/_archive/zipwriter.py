@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, Any
 
 import attrs
@@ -34,6 +34,7 @@ from .layout import (
     check_member_path,
 )
 from .manifest import MANIFEST, Manifest, dump
+from .sealing import KEYS, Sealing, seal_writer
 from .store import Store, partial_path, publish
 from .zipformat import (
     CENTRAL,
@@ -298,9 +299,11 @@ class ZipWriter:
         workers: int = 4,
         level: int = LEVEL,
         force_zip64: bool = False,
+        sealing: Sealing | None = None,
     ) -> None:
         self.fs = fs
         self.location = location
+        self.sealing = sealing
         self._final = path
         self._local = isinstance(fs, LocalFileSystem)
         parent = posixpath.dirname(path)
@@ -327,6 +330,16 @@ class ZipWriter:
             max_size=CENTRAL_MEMORY
         )
         self._names = _NameSet()
+        for key_file in sealing.key_files if sealing is not None else ():
+            # The key file copies are the members stored in clear (docs/format.md).
+            self._plain_member(f"{KEYS}/{key_file.file_name}", key_file.to_json())
+
+    def _plain_member(self, member: str, data: bytes) -> None:
+        self._reserve(member)
+        spool = io.BytesIO()
+        sink = _Sink(spool, hashing=False)
+        sink.write(data)
+        self._append(member, spool, sink)
 
     def __repr__(self) -> str:
         return f"<ZipWriter {self.location!r}>"
@@ -338,31 +351,38 @@ class ZipWriter:
         self._reserve(member)
         try:
             with self._spool() as spool:
-                sink = _Sink(spool, hashing=True)
-                compressor = self._compressor().compressobj() if member.endswith(".zst") else None
-                count = 0
-                buffer = bytearray()
-                for line in lines:
-                    buffer += line
-                    count += 1
-                    if len(buffer) >= CHUNK:
-                        sink.write(compressor.compress(buffer) if compressor else bytes(buffer))
-                        buffer.clear()
-                sink.write(compressor.compress(buffer) if compressor else bytes(buffer))
-                if compressor is not None:
-                    sink.write(compressor.flush())
-                self._append(member, spool, sink)
+                stored = _Sink(spool, hashing=False)
+                with seal_writer(self.sealing, stored, member) as sealed:
+                    sink = _Sink(sealed, hashing=True)
+                    count = self._records_into(sink, member, lines)
+                self._append(member, spool, stored)
         except BaseException:
             self._release(member)
             raise
         return MemberInfo(member, sink.size, sink.sha256, count)
+
+    def _records_into(self, sink: _Sink, member: str, lines: Iterable[bytes]) -> int:
+        """Write *lines* into *sink*, zstd-compressed for a ``.zst`` member; their count."""
+        compressor = self._compressor().compressobj() if member.endswith(".zst") else None
+        count = 0
+        buffer = bytearray()
+        for line in lines:
+            buffer += line
+            count += 1
+            if len(buffer) >= CHUNK:
+                sink.write(compressor.compress(buffer) if compressor else bytes(buffer))
+                buffer.clear()
+        sink.write(compressor.compress(buffer) if compressor else bytes(buffer))
+        if compressor is not None:
+            sink.write(compressor.flush())
+        return count
 
     def write_blob(self, sha256: str, chunks: Iterable[bytes]) -> int:
         """Spool a blob, zstd-compressed unless its head shows it does not compress, and
         append it; return the bytes stored. Safe to call from many threads at once."""
         if not SHA256.match(sha256):
             raise ValueError(f"not a sha256 in lowercase hex: {sha256!r}")
-        key = blob_member(sha256, compressed=False)
+        key = blob_member(sha256, compressed=False, sealing=self.sealing)
         self._reserve(key)
         try:
             with self._spool() as spool:
@@ -374,29 +394,45 @@ class ZipWriter:
                     if len(head) >= SAMPLE:
                         whole = False
                         break
+                compress, pieces = self._blob_pieces(head, stream, whole)
+                member = blob_member(sha256, compressed=compress, sealing=self.sealing)
                 sink = _Sink(spool, hashing=False)
-                if whole:
-                    # A small blob is at hand whole: compressing it once at the real level
-                    # tells what it gains, at less cost than a probe and then the real pass.
-                    data = bytes(head)
-                    packed = b"" if _not_worth_trying(data) else self._compressor().compress(data)
-                    compress = 0 < len(packed) <= len(data) * WORTH  # a frame is never empty
-                    sink.write(packed if compress else data)
-                elif compress := worth_compressing(bytes(head[:SAMPLE])):
-                    compressor = self._compressor().compressobj()
-                    sink.write(compressor.compress(head))
-                    for chunk in stream:
-                        sink.write(compressor.compress(chunk))
-                    sink.write(compressor.flush())
-                else:
-                    sink.write(bytes(head))
-                    for chunk in stream:
-                        sink.write(chunk)
-                self._append(blob_member(sha256, compressed=compress), spool, sink)
+                with seal_writer(self.sealing, sink, member) as out:
+                    for piece in pieces:
+                        out.write(piece)
+                self._append(member, spool, sink)
         except BaseException:
             self._release(key)
             raise
         return sink.size
+
+    def _blob_pieces(
+        self, head: bytearray, stream: Iterator[bytes], whole: bool
+    ) -> tuple[bool, Iterator[bytes]]:
+        """Whether a blob is stored compressed, and the pieces of its stored form."""
+        if whole:
+            # A small blob is at hand whole: compressing it once at the real level
+            # tells what it gains, at less cost than a probe and then the real pass.
+            data = bytes(head)
+            packed = b"" if _not_worth_trying(data) else self._compressor().compress(data)
+            compress = 0 < len(packed) <= len(data) * WORTH  # a frame is never empty
+            return compress, iter([packed if compress else data])
+        if worth_compressing(bytes(head[:SAMPLE])):
+            compressor = self._compressor().compressobj()
+
+            def packed_pieces() -> Iterator[bytes]:
+                yield compressor.compress(head)
+                for chunk in stream:
+                    yield compressor.compress(chunk)
+                yield compressor.flush()
+
+            return True, packed_pieces()
+
+        def plain_pieces() -> Iterator[bytes]:
+            yield bytes(head)
+            yield from stream
+
+        return False, plain_pieces()
 
     def commit(self, manifest: Manifest | Mapping[str, Any]) -> None:
         """Append ``manifest.json`` and the central directory, then make the zip visible."""
@@ -404,7 +440,8 @@ class ZipWriter:
         self._reserve(MANIFEST)
         spool = io.BytesIO()
         sink = _Sink(spool, hashing=False)
-        sink.write(data)
+        with seal_writer(self.sealing, sink, MANIFEST) as out:
+            out.write(data)
         self._append(MANIFEST, spool, sink)
         with self._lock, store_errors(f"committing {self.location}"):
             self._check_open()

@@ -17,6 +17,7 @@ import attrs
 
 from .._archive.layout import task_folder
 from .._archive.retention import apply_retention
+from .._archive.sealing import Passphrase, passphrase_scope
 from .._archive.verify import VerifyReport, verify
 from .._backends.protocols import Source, Target
 from .._model.convert import from_json, parse_new_task, to_json
@@ -66,8 +67,12 @@ class Engine:
         user: str = "anonymous",
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
         stale_after: float = STALE_AFTER_SECONDS,
+        passphrase: Passphrase | None = None,
     ) -> None:
         self.source = source
+        #: What opens (and first creates) the keys of encrypted tasks: a str, bytes, or a
+        #: zero-argument callable returning one, called when a run needs it.
+        self.passphrase = passphrase
         if target is None and isinstance(source, Target):
             target = source
         self.target = target
@@ -215,7 +220,8 @@ class Engine:
         """Check the backup at *location* (a backup folder or zip, or a task folder) without
         restoring it: every member's and blob's hash, every record line, nothing outside the
         tree. The report's ``ok`` is False with each problem named."""
-        return verify(location, self.storage_options, max_workers=self.max_workers)
+        with passphrase_scope(self.passphrase):
+            return verify(location, self.storage_options, max_workers=self.max_workers)
 
     def runs(self, task_id: str, limit: int = 50) -> list[RunSummary]:
         """The run history of the task, newest first."""
@@ -253,11 +259,12 @@ class Engine:
         location: str | None = None
         state = TaskState.FAILED
         try:
-            if task.type is TaskType.DATA_RESTORE:
-                location = run_restore(self._context(), task, run)
-            else:
-                location = run_backup(self._context(), task, run, started)
-                self._retain(task, run, location)
+            with passphrase_scope(self.passphrase):
+                if task.type is TaskType.DATA_RESTORE:
+                    location = run_restore(self._context(), task, run)
+                else:
+                    location = run_backup(self._context(), task, run, started)
+                    self._retain(task, run, location)
             state = TaskState.FINISHED
         except RepoBackupError as exc:
             run.fail_run(exc.message)
@@ -383,7 +390,8 @@ class Engine:
                 f"({self.heartbeat_seconds} s), or live runs would be taken for dead"
             )
         recovery = Recovery(self.tasks, self.tz, self.storage_options, self._notify)
-        return recovery.recover(now, self.stale_after, self._leases.owners())
+        with passphrase_scope(self.passphrase):
+            return recovery.recover(now, self.stale_after, self._leases.owners())
 
     # ----------------------------------------------------------------------------------------
     # Task management

@@ -38,6 +38,7 @@ _OMIT_IF_NONE = {
     ("BackupSetting", "retention"),
     ("BackupTask", "last_run"),
     ("BackupTask", "enabled"),
+    ("BackupContent", "encryption"),
 }
 
 

@@ -89,6 +89,8 @@ class BackupContent:
     increment: bool | None = None
     increment_date: datetime | None = None
     projects: tuple[ProjectContentInfo, ...] | None = None
+    #: Encrypt and authenticate every backup of the task (docs/format.md, format 2).
+    encryption: bool = False
 
 
 @attrs.frozen

@@ -23,6 +23,7 @@ from .._archive.layout import (
     task_folder,
 )
 from .._archive.manifest import FORMAT, BlobTally, Manifest, Member
+from .._archive.sealing import FORMAT_ENCRYPTED, open_for_writing
 from .._archive.store import parse_partial
 from .._archive.zipwriter import ZipWriter
 from .._backends.protocols import Record, Scope, Source
@@ -149,10 +150,15 @@ def run_backup(context: RunContext, task: BackupTask, run: RunState, started: da
     if task.backup_setting.space_cap_check:
         _check_space(context, task, run, plan)
     writer: BackupWriter
+    sealing = (
+        open_for_writing(plan.fs, plan.task_dir, plan.name) if task.content.encryption else None
+    )
     if task.content.compression:
-        writer = ZipWriter(plan.fs, plan.path, plan.location, workers=context.max_workers)
+        writer = ZipWriter(
+            plan.fs, plan.path, plan.location, workers=context.max_workers, sealing=sealing
+        )
     else:
-        writer = FolderWriter(plan.fs, plan.path, plan.location)
+        writer = FolderWriter(plan.fs, plan.path, plan.location, sealing=sealing)
     seen = SeenBlobs()
     transfer = BlobTransfer(context, context.source, writer, run)
     pump = BlobPump(run, transfer, context.max_workers * 4)
@@ -167,6 +173,10 @@ def run_backup(context: RunContext, task: BackupTask, run: RunState, started: da
         manifest = _manifest(
             context, task=task, run=run, plan=plan, started=started, tree=tree, members=members
         )
+        if sealing is not None:
+            manifest = attrs.evolve(
+                manifest, format=FORMAT_ENCRYPTED, encryption=sealing.manifest_fields()
+            )
         if not run.holds_lease():
             raise RepoBackupError(
                 "the run lost its claim on the task (taken for interrupted by another "

@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import IO, Any, TypeVar
 
-from .._archive.layout import CHUNK, BackupWriter, FolderWriter
+from .._archive.layout import CHUNK, BackupWriter, FolderWriter, blob_member
+from .._archive.sealing import Sealing, seal_writer
 from .._backends.protocols import Source
 from ..exceptions import ArchiveError, RepoBackupError, backend_errors, store_errors
 from .context import RunContext
@@ -203,7 +204,9 @@ _reopened: dict[str, Source] = {}
 _reopened_lock = threading.Lock()
 
 
-def copy_blob_job(reopen: Callable[[], Source], sha256: str, fs: Any, path: str) -> tuple[int, int]:
+def copy_blob_job(
+    reopen: Callable[[], Source], sha256: str, fs: Any, path: str, sealing: Sealing | None = None
+) -> tuple[int, int]:
     """Copy one blob into a backup folder, in whatever process an executor runs it.
 
     Everything it needs comes in its arguments, all picklable: how to reopen the source,
@@ -217,7 +220,13 @@ def copy_blob_job(reopen: Callable[[], Source], sha256: str, fs: Any, path: str)
         file = source.open_blob(sha256)
     size = 0
     try:
-        with file, store_errors(f"writing blob {sha256}"), fs.open(path, "wb") as out:
+        member = blob_member(sha256, compressed=False, sealing=sealing)
+        with (
+            file,
+            store_errors(f"writing blob {sha256}"),
+            fs.open(path, "wb") as raw,
+            seal_writer(sealing, raw, member) as out,
+        ):
             chunks = VerifiedChunks(file, sha256, f"source blob {sha256}")
             for chunk in chunks:
                 out.write(chunk)
@@ -260,7 +269,7 @@ class BlobTransfer:
         if self.reopen is not None:
             assert isinstance(self.writer, FolderWriter)
             fs, path = self.writer.blob_destination(sha256)
-            return copy_blob_job, (self.reopen, sha256, fs, path)
+            return copy_blob_job, (self.reopen, sha256, fs, path, self.writer.sealing)
         return _copy_blob, (self.source, self.writer, sha256)
 
     def shutdown(self) -> None:

@@ -15,6 +15,7 @@ import zstandard
 from .._archive.catalog import open_backup_chain
 from .._archive.layout import CHUNK, BackupReader, blob_member, line_to_record, record_member
 from .._archive.manifest import failed_blobs_of, projects_of
+from .._archive.sealing import sealing_of
 from .._archive.verify import check_records_member
 from .._backends.protocols import Outcome, Record, Scope, Target
 from .._model.select import select
@@ -177,9 +178,10 @@ class _Restore:
         """The member holding the blob, opened. Whether a member exists is asked only when
         opening it fails: each question is a stat or a query of a zip's index, and a restore
         asks for every blob."""
-        members = [blob_member(sha256, compressed=False)]
+        sealing = sealing_of(self.reader)
+        members = [blob_member(sha256, compressed=False, sealing=sealing)]
         if self.compressed:
-            members.append(blob_member(sha256, compressed=True))
+            members.append(blob_member(sha256, compressed=True, sealing=sealing))
         for member in members:
             try:
                 with store_errors(f"reading {member}"):

@@ -420,6 +420,9 @@ def _constrain_content(schemas: dict[str, Any]) -> None:
         {"required": ["projects"], "properties": {"projects": {"type": "array", "minItems": 1}}},
     ]
     content["description"] += " It must have something to do: commonData, or a projects entry."
+    content["properties"]["encryption"]["description"] = (
+        "Encrypt and authenticate every backup (format 2); runs need the engine's passphrase."
+    )
     entry = schemas["ProjectContentInfo"]
     props = entry["properties"]
     _string(props["projectId"], minLength=1)

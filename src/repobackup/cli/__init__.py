@@ -12,6 +12,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
+from .._archive.sealing import passphrase_scope
 from ..exceptions import RepoBackupError, TaskNotFoundError, ValidationError
 from .exits import (
     EXIT_FAILED,
@@ -26,6 +27,7 @@ from .exits import (
 )
 from .output import Output, plural
 from .parser import build_parser
+from .passwords import read_passphrase
 from .serve import TOKEN_ENV
 from .taskjson import CONTENT_OPTIONS
 
@@ -95,7 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, out: Output) -> int:
     try:
-        code: int = args.handler(args, out)
+        with passphrase_scope(read_passphrase(args)):
+            code: int = args.handler(args, out)
     except Terminated:
         out.error("terminated; the run ended FAILED, and nothing unfinished looks complete")
         return EXIT_TERMINATED

@@ -14,6 +14,7 @@ from .exits import EXIT_OK, UsageError
 from .opening import all_tasks, open_engine, recover
 from .options import Parents, positive
 from .output import Output, when
+from .passwords import add_password_option
 from .summary import execute
 from .taskjson import task_json
 
@@ -35,6 +36,13 @@ def register(commands: Any, parents: Parents) -> None:
     )
     backup.add_argument("--name", required=True, help="name: the backup folder under --store")
     backup.add_argument("--compress", action="store_true", help="compression: one .zip file")
+    backup.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="encryption: encrypt and authenticate the backup (needs --password-file or "
+        "REPOBACKUP_PASSWORD)",
+    )
+    add_password_option(backup)
     backup.add_argument("--increment", action="store_true", help="increment: true")
     backup.add_argument("--increment-date", metavar="TIME", help="incrementDate (ISO 8601)")
     backup.add_argument(

@@ -18,6 +18,7 @@ from ..exceptions import ArchiveError, store_errors
 from .exits import EXIT_OK, UsageError
 from .options import Parents
 from .output import Column, Output, plural, size
+from .passwords import add_password_option
 
 __all__ = ["register"]
 
@@ -42,6 +43,7 @@ def register(commands: Any, parents: Parents) -> None:
         action="store_true",
         help="list every file path instead (one per line; JSON lines with --json)",
     )
+    add_password_option(ls)
     ls.set_defaults(handler=_ls)
 
 

@@ -16,6 +16,7 @@ from .._model.task import BackupTask
 from ..exceptions import RepoBackupError, TaskNotFoundError
 from .exits import UsageError
 from .output import Output
+from .passwords import read_passphrase
 
 if TYPE_CHECKING:
     from .._engine.engine import Engine
@@ -148,6 +149,7 @@ def open_engine(
         max_workers=args.workers,
         on_progress=on_progress,
         user=_os_user(),
+        passphrase=read_passphrase(args),
     )
     stack.callback(engine.close)
     return engine

@@ -7,6 +7,7 @@ from typing import Any
 
 from .backup import run_task_command
 from .options import Parents
+from .passwords import add_password_option
 
 __all__ = ["register"]
 
@@ -31,4 +32,5 @@ def register(commands: Any, parents: Parents) -> None:
         type=str.upper,
         help="conflictStrategy for records that exist already (default OVERWRITE)",
     )
+    add_password_option(restore)
     restore.set_defaults(handler=lambda args, out: run_task_command(args, out, backup=False))

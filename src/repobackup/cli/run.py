@@ -10,6 +10,7 @@ from .._model.task import TaskType
 from .opening import open_engine, open_existing_task_store, recover, resolve_task
 from .options import Parents
 from .output import Output
+from .passwords import add_password_option
 from .summary import execute
 
 __all__ = ["register"]
@@ -26,6 +27,7 @@ def register(commands: Any, parents: Parents) -> None:
         "id that no other task shares, or its name when no other task has that name.",
     )
     run.add_argument("task_id", metavar="TASK", help="task id, unique id prefix, or name")
+    add_password_option(run)
     run.set_defaults(handler=_run)
 
 

@@ -55,6 +55,8 @@ def _content(args: argparse.Namespace, *, backup: bool) -> dict[str, Any]:
     if backup:
         if args.compress:
             content["compression"] = True
+        if getattr(args, "encrypt", False):
+            content["encryption"] = True
         if args.increment:
             content["increment"] = True
         if args.increment_date is not None:

@@ -11,6 +11,7 @@ from .._model.convert import to_json
 from .exits import EXIT_FAILED, EXIT_OK
 from .options import Parents
 from .output import Output, plural
+from .passwords import add_password_option
 
 __all__ = ["register"]
 
@@ -29,6 +30,7 @@ def register(commands: Any, parents: Parents) -> None:
     command.add_argument(
         "location", metavar="LOCATION", help="a backup folder or .zip, or a task folder"
     )
+    add_password_option(command)
     command.set_defaults(handler=_verify)
 
 

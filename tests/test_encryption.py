@@ -1,0 +1,464 @@
+"""Encrypted backups end to end, through the public API and the command line: round trips,
+what the store sees, wrong and missing passphrases, tampering, key changes, copies."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from repobackup import Engine, RunSummary, SqliteRepository, TaskState, verify
+from repobackup.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
+
+PASS = "correct horse battery staple"
+MARKER = "ZQX-PLAINTEXT-MARKER-7f3e"
+# A bcrypt-shaped password hash, as a user document of the common data holds one.
+PASSWORD_HASH = "$2a$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy"
+
+
+def fill(repo: SqliteRepository) -> list[bytes]:
+    """Common data with a password hash, two projects, compressible, random, duplicate and
+    empty files, each carrying the marker; return every file content."""
+    repo.put_document("user", "admin", {"name": MARKER, "password": PASSWORD_HASH})
+    contents = []
+    for project in ("alpha", "beta"):
+        repo.put_project(project)
+        repo.put_repository(project, "libs")
+        files = {
+            "/text.txt": f"{MARKER} {project} compressible\n".encode() * 300,
+            "/random.bin": MARKER.encode() + os.urandom(70_000),
+            "/same.txt": f"{MARKER} shared\n".encode() * 20,
+            "/empty": b"",
+        }
+        for path, data in files.items():
+            repo.put_file(project, "libs", path, data)
+            contents.append(data)
+    return contents
+
+
+def body(store: str | Path, *, compression: bool = False, **content: Any) -> dict[str, Any]:
+    return {
+        "name": "vault",
+        "storeLocation": str(store),
+        "content": {
+            "commonData": True,
+            "projects": [{"projectRegex": "*"}],
+            "compression": compression,
+            "encryption": True,
+            **content,
+        },
+    }
+
+
+def restore_body(location: str) -> dict[str, Any]:
+    return {
+        "name": "back",
+        "type": "DATA_RESTORE",
+        "storeLocation": location,
+        "content": {"commonData": True, "projects": [{"projectRegex": "*"}]},
+    }
+
+
+def run(engine: Engine, data: dict[str, Any]) -> RunSummary:
+    return engine.execute(engine.create_task(data))
+
+
+@pytest.fixture(name="source")
+def _source(tmp_path: Path) -> Iterator[tuple[SqliteRepository, list[bytes]]]:
+    with SqliteRepository(str(tmp_path / "source.db")) as repo:
+        yield repo, fill(repo)
+
+
+@pytest.fixture(name="target")
+def _target(tmp_path: Path) -> Iterator[SqliteRepository]:
+    with SqliteRepository(str(tmp_path / "target.db")) as repo:
+        yield repo
+
+
+def empty_snapshot(tmp_path: Path) -> Any:
+    with SqliteRepository(str(tmp_path / "empty.db")) as repo:
+        return repo.snapshot()
+
+
+def forbidden(contents: list[bytes]) -> list[bytes]:
+    """What no stored byte or name may contain: the marker, the password hash, and the
+    sha256 of every content, as hex and as raw bytes."""
+    found = [MARKER.encode(), PASSWORD_HASH.encode()]
+    for data in contents:
+        digest = hashlib.sha256(data)
+        found += [digest.hexdigest().encode(), digest.digest()]
+    return found
+
+
+def scan(root: Path, contents: list[bytes]) -> list[str]:
+    """Every stored file, by name and by bytes, that gives away something forbidden."""
+    leaks = []
+    needles = forbidden(contents)
+    for path in root.rglob("*"):
+        name = str(path.relative_to(root)).encode()
+        data = path.read_bytes() if path.is_file() else b""
+        leaks += [f"{path}: {n[:16]!r}" for n in needles if n in name or n in data]
+    return leaks
+
+
+def stored_files(root: Path) -> dict[str, bytes]:
+    """Every file under *root*, by path, with its bytes."""
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+class TestRoundTrip:
+    @pytest.mark.parametrize("compression", [False, True], ids=["folder", "zip"])
+    def test_backup_restore_verify_and_nothing_in_clear(
+        self,
+        tmp_path: Path,
+        source: tuple[SqliteRepository, list[bytes]],
+        target: SqliteRepository,
+        compression: bool,
+    ) -> None:
+        """An encrypted backup restores whole, verifies with its passphrase, and no stored
+        name or byte holds the marker, the password hash, or any content's sha256."""
+        repo, contents = source
+        store = tmp_path / "store"
+        backup = run(Engine(repo, passphrase=PASS), body(store, compression=compression))
+        assert backup.state is TaskState.FINISHED, backup.errors
+        assert backup.location is not None
+        assert scan(store, contents) == []
+        report = Engine(repo, passphrase=PASS.encode()).verify(backup.location)
+        assert report.ok, report.problems
+        assert report.blobs == backup.counts.blobs_written > 0
+        restored = run(Engine(target, passphrase=lambda: PASS), restore_body(backup.location))
+        assert restored.state is TaskState.FINISHED, restored.errors
+        assert target.snapshot() == repo.snapshot()
+        assert "keys" in {p.name for p in (store / "vault").iterdir()}
+
+    def test_increments_chain(
+        self, tmp_path: Path, source: tuple[SqliteRepository, list[bytes]], target: SqliteRepository
+    ) -> None:
+        """An increment of an encrypted task follows its full backup; the task folder
+        restores the chain, with the keys the first run made."""
+        repo, _ = source
+        store = tmp_path / "store"
+        engine = Engine(repo, passphrase=PASS)
+        task = engine.create_task(body(store, increment=True))
+        first = engine.execute(task)
+        repo.put_file("alpha", "libs", "/later.txt", f"{MARKER} later\n".encode())
+        second = engine.execute(task)
+        assert (first.state, second.state) == (TaskState.FINISHED, TaskState.FINISHED)
+        assert len(list((store / "vault" / "keys").iterdir())) == 1
+        report = engine.verify(str(store / "vault"))
+        assert report.ok, report.problems
+        assert len(report.backups) == 2
+        restored = run(Engine(target, passphrase=PASS), restore_body(str(store / "vault")))
+        assert restored.state is TaskState.FINISHED, restored.errors
+        assert target.snapshot() == repo.snapshot()
+
+    def test_a_copy_elsewhere_restores(
+        self, tmp_path: Path, source: tuple[SqliteRepository, list[bytes]], target: SqliteRepository
+    ) -> None:
+        """A backup copied away from its task folder opens with the keys it carries."""
+        repo, _ = source
+        backup = run(Engine(repo, passphrase=PASS), body(tmp_path / "store"))
+        assert backup.location is not None
+        copy = tmp_path / "elsewhere" / Path(backup.location).name
+        shutil.copytree(backup.location, copy)
+        restored = run(Engine(target, passphrase=PASS), restore_body(str(copy)))
+        assert restored.state is TaskState.FINISHED, restored.errors
+        assert target.snapshot() == repo.snapshot()
+
+
+class TestPassphrases:
+    def test_wrong_passphrase_writes_nothing(
+        self, tmp_path: Path, source: tuple[SqliteRepository, list[bytes]], target: SqliteRepository
+    ) -> None:
+        """A wrong passphrase fails restore, verify and a further backup, each before
+        anything is written."""
+        repo, _ = source
+        store = tmp_path / "store"
+        backup = run(Engine(repo, passphrase=PASS), body(store))
+        assert backup.location is not None
+        restored = run(Engine(target, passphrase="wrong"), restore_body(backup.location))
+        assert restored.state is TaskState.FAILED
+        assert "wrong passphrase" in restored.errors[0].message
+        assert target.snapshot() == empty_snapshot(tmp_path)
+        report = Engine(repo, passphrase="wrong").verify(backup.location)
+        assert not report.ok
+        assert "wrong passphrase" in report.problems[0].message
+        before = sorted((store / "vault").iterdir())
+        again = run(Engine(repo, passphrase="wrong"), body(store))
+        assert again.state is TaskState.FAILED
+        assert "wrong passphrase" in again.errors[0].message
+        assert sorted((store / "vault").iterdir()) == before
+
+    def test_missing_passphrase(
+        self, tmp_path: Path, source: tuple[SqliteRepository, list[bytes]], target: SqliteRepository
+    ) -> None:
+        """Without a passphrase an encrypted backup is not written, not restored, and verify
+        says its contents could not be checked."""
+        repo, _ = source
+        store = tmp_path / "store"
+        refused = run(Engine(repo), body(store))
+        assert refused.state is TaskState.FAILED
+        assert "no passphrase" in refused.errors[0].message
+        assert not store.exists() or list(store.rglob("vault-*")) == []
+        backup = run(Engine(repo, passphrase=PASS), body(store))
+        assert backup.location is not None
+        restored = run(Engine(target), restore_body(backup.location))
+        assert restored.state is TaskState.FAILED
+        assert "no passphrase" in restored.errors[0].message
+        assert target.snapshot() == empty_snapshot(tmp_path)
+        report = verify(backup.location)
+        assert not report.ok
+        assert "could not be read or checked" in report.problems[0].message
+
+
+def _members(location: str, prefix: str) -> list[Path]:
+    return sorted(
+        p
+        for p in Path(location).rglob("*")
+        if p.is_file()
+        and p.name != "manifest.json"
+        and str(p.relative_to(location)).startswith(prefix)
+    )
+
+
+def _flip(path: Path, at: int = -20) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+class TestTampering:
+    @pytest.fixture(name="backups")
+    def _backups(
+        self, tmp_path: Path, source: tuple[SqliteRepository, list[bytes]]
+    ) -> tuple[str, str]:
+        repo, _ = source
+        engine = Engine(repo, passphrase=PASS)
+        task = engine.create_task(body(tmp_path / "store"))
+        first, second = engine.execute(task), engine.execute(task)
+        assert first.location is not None
+        assert second.location is not None
+        return first.location, second.location
+
+    def _refused(self, location: str, target: SqliteRepository, member: str) -> None:
+        report = Engine(target, passphrase=PASS).verify(location)
+        assert not report.ok
+        assert any(member in p.member for p in report.problems), report.problems
+        restored = run(Engine(target, passphrase=PASS), restore_body(location))
+        assert restored.state is not TaskState.FINISHED or restored.errors
+        assert any(member in e.key or member in e.message for e in restored.errors), restored
+        # Whatever restore wrote passed authentication and matches its sha256.
+        for sha, data in target.snapshot()["blobs"].items():
+            assert data is None or hashlib.sha256(data).hexdigest() == sha
+
+    def test_flipped_byte_in_a_blob(
+        self,
+        backups: tuple[str, str],
+        target: SqliteRepository,
+        source: tuple[SqliteRepository, list[bytes]],
+    ) -> None:
+        blob = _members(backups[1], "blobs")[0]
+        _flip(blob)
+        self._refused(backups[1], target, blob.name)
+        assert len(target.snapshot()["blobs"]) < len(source[0].snapshot()["blobs"])
+
+    def test_truncated_records_member(
+        self, backups: tuple[str, str], target: SqliteRepository
+    ) -> None:
+        member = Path(backups[1]) / "common" / "user.jsonl"
+        member.write_bytes(member.read_bytes()[:-10])
+        self._refused(backups[1], target, "common/user.jsonl")
+
+    def test_two_swapped_blobs(
+        self,
+        backups: tuple[str, str],
+        target: SqliteRepository,
+        source: tuple[SqliteRepository, list[bytes]],
+    ) -> None:
+        one, two = _members(backups[1], "blobs")[:2]
+        a, b = one.read_bytes(), two.read_bytes()
+        one.write_bytes(b)
+        two.write_bytes(a)
+        self._refused(backups[1], target, one.name)
+        assert len(target.snapshot()["blobs"]) < len(source[0].snapshot()["blobs"])
+
+    def test_member_replayed_from_another_backup(
+        self, backups: tuple[str, str], target: SqliteRepository
+    ) -> None:
+        older, newer = (Path(b) for b in backups)
+        blob = _members(str(newer), "blobs")[0]
+        relative = blob.relative_to(newer)
+        assert (older / relative).exists()  # the same key set names it the same
+        shutil.copyfile(older / relative, blob)
+        self._refused(str(newer), target, blob.name)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text + "\n")
+    return path
+
+
+@pytest.mark.slow
+class TestS3:
+    @pytest.mark.parametrize("compression", [False, True], ids=["folder", "zip"])
+    def test_round_trip_on_s3(
+        self,
+        s3: Any,
+        source: tuple[SqliteRepository, list[bytes]],
+        target: SqliteRepository,
+        compression: bool,
+    ) -> None:
+        """An encrypted backup to s3:// restores whole; no object name or byte leaks."""
+        repo, contents = source
+        options = {"s3": s3.options}
+        bucket = s3.new_bucket()
+        backup = run(
+            Engine(repo, passphrase=PASS, storage_options=options),
+            body(f"s3://{bucket}/store", compression=compression),
+        )
+        assert backup.state is TaskState.FINISHED, backup.errors
+        assert backup.location is not None
+        fs = s3.filesystem()
+        needles = forbidden(contents)
+        objects = fs.find(bucket)
+        assert any("/keys/" in name for name in objects)
+        for name in objects:
+            data = fs.cat_file(name)
+            assert not [n for n in needles if n in name.encode() or n in data], name
+        assert Engine(repo, passphrase=PASS, storage_options=options).verify(backup.location).ok
+        restored = run(
+            Engine(target, passphrase=PASS, storage_options=options), restore_body(backup.location)
+        )
+        assert restored.state is TaskState.FINISHED, restored.errors
+        assert target.snapshot() == repo.snapshot()
+
+
+class TestCommandLine:
+    def test_backup_verify_and_keys(
+        self,
+        tmp_path: Path,
+        source: tuple[SqliteRepository, list[bytes]],
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """`backup --encrypt --password-file`, verify with and without it, then key add,
+        passwd, list and remove: the data files stay byte for byte the same."""
+        repo, _ = source
+        repo.close()
+        one, two, three = (_write(tmp_path / f"pw{i}", f"pass-{i}") for i in (1, 2, 3))
+        store = tmp_path / "store"
+        db = tmp_path / "source.db"
+        monkeypatch.delenv("REPOBACKUP_PASSWORD", raising=False)
+        common = ["--repository", db, "--store", store, "--all", "--name", "vault"]
+        assert main([str(a) for a in ["backup", *common, "--encrypt"]]) != EXIT_OK
+        assert "no passphrase" in capsys.readouterr().err
+        code = main([str(a) for a in ["backup", *common, "--encrypt", "--password-file", one]])
+        assert code == EXIT_OK, capsys.readouterr()
+        folder = store / "vault"
+        assert main(["verify", str(folder)]) == EXIT_FAILED
+        assert "could not be read or checked" in capsys.readouterr().out
+        monkeypatch.setenv("REPOBACKUP_PASSWORD", "pass-1")
+        assert main(["verify", str(folder)]) == EXIT_OK
+        monkeypatch.delenv("REPOBACKUP_PASSWORD")
+        data = {k: v for k, v in stored_files(folder).items() if not k.startswith("keys/")}
+        key = ["key"]
+        assert (
+            main(
+                [
+                    *key,
+                    "add",
+                    str(folder),
+                    "--password-file",
+                    str(one),
+                    "--new-password-file",
+                    str(two),
+                ]
+            )
+            == EXIT_OK
+        )
+        assert (
+            main(
+                [
+                    *key,
+                    "passwd",
+                    str(folder),
+                    "--password-file",
+                    str(two),
+                    "--new-password-file",
+                    str(three),
+                ]
+            )
+            == EXIT_OK
+        )
+        capsys.readouterr()
+        assert main(["--json", *key, "list", str(folder)]) == EXIT_OK
+        import json
+
+        listed = json.loads(capsys.readouterr().out)
+        assert len(listed) == 2
+        assert len({k["keySet"] for k in listed}) == 1
+        first = min(listed, key=lambda k: k["created"])["id"]
+        assert main([*key, "remove", str(folder), first, "--password-file", str(three)]) == EXIT_OK
+        assert (
+            main(
+                [
+                    *key,
+                    "add",
+                    str(folder),
+                    "--password-file",
+                    str(one),
+                    "--new-password-file",
+                    str(two),
+                ]
+            )
+            != EXIT_OK
+        )
+        after = {k: v for k, v in stored_files(folder).items() if not k.startswith("keys/")}
+        assert after == data
+        assert main(["verify", str(folder), "--password-file", str(three)]) == EXIT_OK
+        assert (
+            main(["verify", str(folder), "--password-file", str(tmp_path / "none")]) == EXIT_USAGE
+        )
+
+
+@settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    files=st.dictionaries(
+        st.text("abcxyz/", min_size=1, max_size=8).map(lambda s: "/" + s.strip("/") or "/f"),
+        st.binary(max_size=3000),
+        max_size=5,
+    ),
+    compression=st.booleans(),
+)
+def test_random_repositories_round_trip(
+    tmp_path_factory: pytest.TempPathFactory, files: dict[str, bytes], compression: bool
+) -> None:
+    """Any small repository comes back whole from an encrypted backup, folder or zip."""
+    root = tmp_path_factory.mktemp("prop")
+    with (
+        SqliteRepository(str(root / "s.db")) as repo,
+        SqliteRepository(str(root / "t.db")) as target,
+    ):
+        repo.put_document("user", "u", {"password": PASSWORD_HASH})
+        repo.put_project("p")
+        repo.put_repository("p", "r")
+        for path, data in files.items():
+            if path.strip("/"):
+                repo.put_file("p", "r", path, data)
+        backup = run(Engine(repo, passphrase=PASS), body(root / "store", compression=compression))
+        assert backup.state is TaskState.FINISHED, backup.errors
+        assert backup.location is not None
+        restored = run(Engine(target, passphrase=PASS), restore_body(backup.location))
+        assert restored.state is TaskState.FINISHED, restored.errors
+        assert target.snapshot() == repo.snapshot()
