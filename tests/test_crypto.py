@@ -7,9 +7,7 @@ encrypted backups will go through the public API only.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
 import io
 import itertools
 import json
@@ -24,13 +22,10 @@ from typing import Any
 
 import fsspec
 import pytest
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from hypothesis import given
 from hypothesis import strategies as st
 
+from docdecrypt import doc_blob_id, doc_decrypt_member, doc_open_key_file
 from repobackup._archive.crypto import (
     HEADER_SIZE,
     SEGMENT_SIZE,
@@ -83,55 +78,6 @@ def encrypt(
 
 def decrypt(key: MasterKey, stored: bytes, *, name: str = NAME, backup_id: str = BACKUP) -> bytes:
     return MemberReader(io.BytesIO(stored), key, backup_id=backup_id, name=name).read()
-
-
-# An independent decryptor, written from docs/format.md "Encrypted backups" alone.
-
-
-def _hkdf(ikm: bytes, info: str, salt: bytes = bytes(32), length: int = 32) -> bytes:
-    """HKDF-SHA256; "no salt" is spelled out as the 32 zero bytes the format says it is."""
-    return HKDF(hashes.SHA256(), length, salt, info.encode("ascii")).derive(ikm)
-
-
-def doc_open_key_file(text: bytes, passphrase: str) -> bytes:
-    doc = json.loads(text)
-    kdf = doc["kdf"]
-    assert doc["version"] == 1
-    assert kdf["name"] == "scrypt"
-    assert doc["cipher"] == "AES-256-GCM"
-    salt = base64.b64decode(kdf["salt"])
-    kek = Scrypt(salt, 32, kdf["n"], kdf["r"], kdf["p"]).derive(passphrase.encode("utf-8"))
-    ad = f"repobackup key file v1 {doc['id']} {doc['keySet']}".encode("ascii")
-    master = AESGCM(kek).decrypt(
-        base64.b64decode(doc["nonce"]), base64.b64decode(doc["masterKey"]), ad
-    )
-    assert _hkdf(master, "repobackup key set id v1", length=16).hex() == doc["keySet"]
-    return master
-
-
-def doc_decrypt_member(master: bytes, stored: bytes, backup_id: str, name: str) -> bytes:
-    header, body = stored[:27], stored[27:]
-    magic, version, size, salt = header[:6], header[6], header[7:11], header[11:27]
-    assert magic == b"RBKENC"
-    assert version == 1
-    segment = int.from_bytes(size, "big")
-    member_key = _hkdf(master, "repobackup member encryption v1")
-    aead = AESGCM(_hkdf(member_key, "repobackup member payload v1", salt=salt))
-    ad = header
-    for text in (backup_id, name):
-        raw = text.encode("utf-8")
-        ad += len(raw).to_bytes(4, "big") + raw
-    pieces = [body[i : i + segment + 16] for i in range(0, len(body), segment + 16)] or [b""]
-    plain = b""
-    for i, piece in enumerate(pieces):
-        flag = b"\x01" if i == len(pieces) - 1 else b"\x00"
-        plain += aead.decrypt(i.to_bytes(11, "big") + flag, piece, ad)
-    return plain
-
-
-def doc_blob_id(master: bytes, sha256: str) -> str:
-    key = _hkdf(master, "repobackup blob id v1")
-    return hmac.new(key, bytes.fromhex(sha256), hashlib.sha256).hexdigest()
 
 
 @pytest.fixture(name="key")

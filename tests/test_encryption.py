@@ -4,16 +4,20 @@ what the store sees, wrong and missing passphrases, tampering, key changes, copi
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from docdecrypt import doc_blob_id, doc_decrypt_member, doc_open_key_file
 from repobackup import Engine, RunSummary, SqliteRepository, TaskState, verify
 from repobackup.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 
@@ -173,6 +177,56 @@ class TestRoundTrip:
         restored = run(Engine(target, passphrase=PASS), restore_body(str(copy)))
         assert restored.state is TaskState.FINISHED, restored.errors
         assert target.snapshot() == repo.snapshot()
+
+
+class TestFormatByHand:
+    @pytest.mark.parametrize("compression", [False, True], ids=["folder", "zip"])
+    def test_a_backup_opens_with_docs_format_alone(
+        self, tmp_path: Path, source: tuple[SqliteRepository, list[bytes]], compression: bool
+    ) -> None:
+        """With only docs/format.md's recipe (tests/docdecrypt.py), a backup's key copy
+        opens with the passphrase, its manifest and records decrypt, and every blob is
+        where its keyed id says, holding its content."""
+        repo, _ = source
+        backup = run(Engine(repo, passphrase=PASS), body(tmp_path / "s", compression=compression))
+        assert backup.location is not None
+        backup_id = Path(backup.location).name.removesuffix(".zip")
+        if compression:
+            with zipfile.ZipFile(backup.location) as archive:
+                stored = {n: archive.read(n) for n in archive.namelist()}
+        else:
+            root = Path(backup.location)
+            stored = {
+                str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()
+            }
+        keys = [name for name in stored if name.startswith("keys/")]
+        assert keys
+        master = doc_open_key_file(stored[keys[0]], PASS)
+        manifest = json.loads(
+            doc_decrypt_member(master, stored["manifest.json"], backup_id, "manifest.json")
+        )
+        assert manifest["format"] == 2
+        assert manifest["name"] == backup_id
+        assert manifest["encryption"]["cipher"] == "AES-256-GCM"
+        blobs = 0
+        for entry in manifest["members"]:
+            plain = doc_decrypt_member(master, stored[entry["path"]], backup_id, entry["path"])
+            assert hashlib.sha256(plain).hexdigest() == entry["sha256"]
+            if entry["path"].endswith(".zst"):
+                plain = zstandard.ZstdDecompressor().decompressobj().decompress(plain)
+            for line in plain.splitlines():
+                record = json.loads(line)
+                if record["blob"] is None:
+                    continue
+                name = doc_blob_id(master, record["blob"])
+                path = f"blobs/{name[:2]}/{name[2:4]}/{name}"
+                member = path if path in stored else path + ".zst"
+                content = doc_decrypt_member(master, stored[member], backup_id, member)
+                if member.endswith(".zst"):
+                    content = zstandard.ZstdDecompressor().decompressobj().decompress(content)
+                assert hashlib.sha256(content).hexdigest() == record["blob"]
+                blobs += 1
+        assert blobs > 0
 
 
 class TestPassphrases:
@@ -401,8 +455,6 @@ class TestCommandLine:
         )
         capsys.readouterr()
         assert main(["--json", *key, "list", str(folder)]) == EXIT_OK
-        import json
-
         listed = json.loads(capsys.readouterr().out)
         assert len(listed) == 2
         assert len({k["keySet"] for k in listed}) == 1

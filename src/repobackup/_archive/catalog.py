@@ -112,6 +112,9 @@ def describe(
             continue
         try:
             open_backup(fs, entry, f"{location.rstrip('/')}/{name}").close()
+        except DecryptionError:
+            found.append((name, "encrypted (not opened: no passphrase, or not this one)"))
+            continue
         except ArchiveError as exc:
             found.append((name, f"incomplete ({_why(exc)})"))
             continue
