@@ -49,6 +49,7 @@ def engine_fixture(tmp_path: Path) -> Iterator[Engine]:
 # retry policy, the scheduler's due time). They reach them through these names only, so that
 # moving a private module changes this block and no test.
 
+from repobackup._archive import crypto, keys  # noqa: E402  (the encryption primitives)
 from repobackup._archive.retention import apply_retention, remove_leftovers  # noqa: E402
 from repobackup._archive.store import is_transient, retrying  # noqa: E402
 from repobackup._archive.zipreader import ZipReader  # noqa: E402
@@ -64,9 +65,11 @@ __all__ = [
     "ZipWriter",
     "apply_retention",
     "blob_member",
+    "crypto",
     "due_at",
     "engine_fixture",
     "is_transient",
+    "keys",
     "make_repository",
     "remove_leftovers",
     "retrying",

@@ -1,8 +1,7 @@
 """The encryption primitives: key files, segmented member streams, keyed blob ids.
 
-Until encryption is wired into backup and restore these tests import the private modules
-``repobackup._archive.crypto`` and ``repobackup._archive.keys``; the end-to-end tests of
-encrypted backups will go through the public API only.
+The primitives are units below the public API: they are reached through tests/helpers.py's
+block of private names; tests/test_encryption.py tests encrypted backups end to end.
 """
 
 from __future__ import annotations
@@ -26,27 +25,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from docdecrypt import doc_blob_id, doc_decrypt_member, doc_open_key_file
-from repobackup._archive.crypto import (
-    HEADER_SIZE,
-    SEGMENT_SIZE,
-    MasterKey,
-    MemberReader,
-    MemberWriter,
-    blob_id,
-    stored_size,
-)
-from repobackup._archive.keys import (
-    KeyFile,
-    ScryptParams,
-    add_passphrase,
-    change_passphrase,
-    create_keys,
-    list_keys,
-    open_keys,
-    remove_key,
-    wrap_master_key,
-)
+from helpers import crypto, keys
 from repobackup.exceptions import ArchiveError, DecryptionError, ValidationError
+
+HEADER_SIZE, SEGMENT_SIZE, MasterKey = crypto.HEADER_SIZE, crypto.SEGMENT_SIZE, crypto.MasterKey
+MemberReader, MemberWriter = crypto.MemberReader, crypto.MemberWriter
+blob_id, stored_size = crypto.blob_id, crypto.stored_size
+KeyFile, ScryptParams, wrap_master_key = keys.KeyFile, keys.ScryptParams, keys.wrap_master_key
+add_passphrase, change_passphrase = keys.add_passphrase, keys.change_passphrase
+create_keys, list_keys, open_keys, remove_key = (
+    keys.create_keys,
+    keys.list_keys,
+    keys.open_keys,
+    keys.remove_key,
+)
 
 # Cheap scrypt for tests that make many key files; one test runs the default cost.
 FAST = ScryptParams(n=2**10, r=8, p=1)
