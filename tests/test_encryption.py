@@ -9,6 +9,7 @@ import os
 import shutil
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +178,42 @@ class TestRoundTrip:
         restored = run(Engine(target, passphrase=PASS), restore_body(str(copy)))
         assert restored.state is TaskState.FINISHED, restored.errors
         assert target.snapshot() == repo.snapshot()
+
+
+def test_blobs_copied_in_worker_processes(
+    tmp_path: Path, source: tuple[SqliteRepository, list[bytes]], target: SqliteRepository
+) -> None:
+    """With a process pool, the blob jobs encrypt in the workers: same keyed names, same
+    round trip."""
+    repo, contents = source
+    with ProcessPoolExecutor(2) as pool:
+        engine = Engine(repo, passphrase=PASS, executor=pool)
+        backup = run(engine, body(tmp_path / "store"))
+    assert backup.state is TaskState.FINISHED, backup.errors
+    assert backup.location is not None
+    assert not backup.notes  # the blobs did go to the pool
+    assert scan(tmp_path / "store", contents) == []
+    restored = run(Engine(target, passphrase=PASS), restore_body(backup.location))
+    assert restored.state is TaskState.FINISHED, restored.errors
+    assert target.snapshot() == repo.snapshot()
+
+
+def test_flipped_byte_in_a_zip_is_refused(
+    tmp_path: Path, source: tuple[SqliteRepository, list[bytes]], target: SqliteRepository
+) -> None:
+    """A byte flipped inside an encrypted zip's member fails verify and restore."""
+    repo, _ = source
+    backup = run(Engine(repo, passphrase=PASS), body(tmp_path / "store", compression=True))
+    assert backup.location is not None
+    with zipfile.ZipFile(backup.location) as archive:
+        info = max(archive.infolist(), key=lambda i: i.file_size)
+    _flip(Path(backup.location), info.header_offset + 30 + len(info.filename) + 100)
+    report = Engine(target, passphrase=PASS).verify(backup.location)
+    assert not report.ok
+    assert any(info.filename in p.member for p in report.problems), report.problems
+    restored = run(Engine(target, passphrase=PASS), restore_body(backup.location))
+    assert restored.errors
+    assert len(target.snapshot()["blobs"]) < len(repo.snapshot()["blobs"])
 
 
 class TestFormatByHand:
