@@ -27,13 +27,15 @@ __all__ = [
     "KEYS",
     "Passphrase",
     "Sealing",
-    "current_passphrase",
+    "check_manifest",
     "is_key_member",
-    "open_for_reading",
     "open_for_writing",
+    "open_sealing",
     "passphrase_scope",
     "seal_writer",
+    "sealing_of",
     "unsealed",
+    "write_key_copies",
 ]
 
 Passphrase = str | bytes | Callable[[], str | bytes]
@@ -65,11 +67,6 @@ def passphrase_scope(passphrase: Passphrase | None) -> Iterator[None]:
         yield
     finally:
         _keyring.reset(token)
-
-
-def current_passphrase() -> Passphrase | None:
-    keyring = _keyring.get()
-    return None if keyring is None else keyring.passphrase
 
 
 def _crypto() -> tuple[Any, Any]:
@@ -163,13 +160,12 @@ def seal_writer(sealing: Sealing | None, raw: Any, member: str) -> Any:
     return sealing.writer(raw, member)
 
 
-def _need_passphrase(what: str) -> _Keyring:
+def _need_passphrase(what: str, outcome: str) -> _Keyring:
     keyring = _keyring.get()
     if keyring is None or keyring.passphrase is None:
         raise DecryptionError(
-            f"{what} is encrypted and no passphrase was given (Engine(passphrase=...), "
-            "--password-file FILE or REPOBACKUP_PASSWORD): its contents could not be read "
-            "or checked"
+            f"{what} and no passphrase was given (Engine(passphrase=...), "
+            f"--password-file FILE or REPOBACKUP_PASSWORD): {outcome}"
         )
     return keyring
 
@@ -177,7 +173,9 @@ def _need_passphrase(what: str) -> _Keyring:
 def open_for_writing(fs: Any, task_dir: str, backup_id: str) -> Sealing:
     """The sealing of a new backup of the task folder *task_dir*: its key set opened with the
     scope's passphrase, or created (with its first key file) when the folder has none."""
-    keyring = _need_passphrase(f"task folder {task_dir}")
+    keyring = _need_passphrase(
+        f"the task encrypts its backups (in {task_dir})", "nothing was written"
+    )
     _, keys = _crypto()
     keys_dir = posixpath.join(task_dir.rstrip("/"), KEYS)
     found = keys.list_keys(fs, keys_dir)
@@ -202,19 +200,21 @@ def _open_cached(keyring: _Keyring, key_files: list[KeyFile]) -> MasterKey:
     return master
 
 
-def open_for_reading(
+def _open_for_reading(
     location: str, backup_id: str, key_files: Callable[[], list[KeyFile]]
 ) -> Sealing:
     """The sealing of an encrypted backup, opened with the scope's passphrase from the key
     files *key_files* gives (the backup's copies, then its task folder's)."""
-    keyring = _need_passphrase(f"backup {location}")
+    keyring = _need_passphrase(
+        f"backup {location} is encrypted", "its contents could not be read or checked"
+    )
     found = key_files()
     if not found:
         raise DecryptionError(f"{location}: an encrypted backup with no key files")
     return Sealing(_open_cached(keyring, found), backup_id)
 
 
-def parse_key_file(data: bytes, where: str) -> KeyFile:
+def _parse_key_file(data: bytes, where: str) -> KeyFile:
     _, keys = _crypto()
     key_file: KeyFile = keys.KeyFile.from_json(data, where)
     return key_file
@@ -227,14 +227,14 @@ def write_key_copies(fs: Any, root: str, sealing: Sealing) -> None:
         keys.write_key_file(fs, posixpath.join(root, KEYS), key_file)
 
 
-def list_key_files(fs: Any, keys_dir: str) -> list[KeyFile]:
+def _list_key_files(fs: Any, keys_dir: str) -> list[KeyFile]:
     _, keys = _crypto()
     found: list[KeyFile] = keys.list_keys(fs, keys_dir)
     return found
 
 
-def looks_encrypted(head: bytes) -> bool:
-    """Whether a member starting with *head* is an encrypted member."""
+def _looks_encrypted(head: bytes) -> bool:
+    """Whether a member starting with *head* is an encrypted member (docs/format.md's magic)."""
     return head.startswith(b"RBKENC")
 
 
@@ -245,7 +245,7 @@ def open_sealing(reader: Any, location: str) -> Sealing | None:
     """The sealing of the backup *reader* reads, or None when its manifest is in clear."""
     with reader.open("manifest.json") as file:
         head = file.read(8)
-    if not looks_encrypted(head):
+    if not _looks_encrypted(head):
         return None
     backup_id = posixpath.basename(location.rstrip("/")).removesuffix(".zip")
 
@@ -254,21 +254,21 @@ def open_sealing(reader: Any, location: str) -> Sealing | None:
         # Beside its task folder, a passphrase added since the backup opens it too.
         task_keys = posixpath.join(posixpath.dirname(str(reader.path).rstrip("/")), KEYS)
         with contextlib.suppress(Exception):
-            found += list_key_files(reader.fs, task_keys)
+            found += _list_key_files(reader.fs, task_keys)
         return found
 
-    return open_for_reading(location, backup_id, key_files)
+    return _open_for_reading(location, backup_id, key_files)
 
 
 def _key_copies(reader: Any) -> list[KeyFile]:
     # A folder's keys/ is listed on its own; a zip's index is in hand already.
     if not str(reader.path).endswith(".zip"):
-        return list_key_files(reader.fs, posixpath.join(reader.path, KEYS))
+        return _list_key_files(reader.fs, posixpath.join(reader.path, KEYS))
     found = []
     for member in reader.members():
         if is_key_member(member):
             with reader.open(member) as file:
-                found.append(parse_key_file(file.read(_KEY_FILE_LIMIT), member))
+                found.append(_parse_key_file(file.read(_KEY_FILE_LIMIT), member))
     return found
 
 
