@@ -6,7 +6,7 @@ Records stream through member by member; blobs go to the pump; the manifest is w
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,13 +28,13 @@ from .._archive.zipwriter import ZipWriter
 from .._backends.protocols import Record, Scope, Source
 from .._model.convert import to_json
 from .._model.select import select
-from .._model.task import BackupTask, TaskState
+from .._model.task import BackupTask, ProjectContentInfo, TaskState
 from ..exceptions import InsufficientSpaceError, RepoBackupError, backend_errors
 from .blobs import BlobPump, BlobTransfer, SeenBlobs
 from .context import RunContext
 from .tally import ErrorScope, Phase, RunState
 
-__all__ = ["backup_name", "default_since", "record_key", "run_backup"]
+__all__ = ["absent_ids", "backup_name", "default_since", "file_of", "record_key", "run_backup"]
 
 _package = "repobackup"
 
@@ -53,19 +53,74 @@ class _Plan:
     follows: str | None
 
 
-def _scopes(source: Source, task: BackupTask, since: datetime | None) -> list[Scope]:
+def _scopes(source: Source, task: BackupTask, since: datetime | None, run: RunState) -> list[Scope]:
     scopes = [Scope()] if task.content.common_data else []
-    if task.content.projects:
+    entries = task.content.projects
+    if entries:
         with backend_errors("listing projects and repositories"):
             tree = select(
-                task.content.projects,
+                entries,
                 source.projects(since=since),
                 lambda project: source.repositories(project, since=since),
             )
+            # Absent ids are looked for in the whole repository: an increment lists only
+            # what changed, and an unchanged project is not absent.
+            absent_ids(entries, source.projects(), source.repositories, run)
         for project, repos in tree.items():
             scopes.append(Scope(project))
             scopes.extend(Scope(project, repo) for repo in repos)
+    if not any(scope.project_id is not None for scope in scopes) and not _matched_anything(
+        source, task
+    ):
+        raise RepoBackupError(
+            "nothing matched: the selection names no project or repository of the "
+            "repository"
+            + (" and there is no common data" if task.content.common_data else "")
+            + "; no backup was written"
+        )
     return scopes
+
+
+def absent_ids(
+    entries: Iterable[ProjectContentInfo],
+    projects: Iterable[str],
+    repositories: Callable[[str], Iterable[str]],
+    run: RunState,
+) -> None:
+    """Record an error of the run (under its error strategy) for every ``projectId`` and
+    ``repoList`` entry that names a project or repository *projects* does not hold."""
+    present = set(projects)
+    for entry in entries:
+        project = entry.project_id
+        if project is None:
+            continue
+        if project not in present:
+            run.fail(ErrorScope.PROJECT, project, f"project {project!r} does not exist")
+            continue
+        if entry.repo_list:
+            repos = set(repositories(project))
+            for repo in entry.repo_list:
+                if repo not in repos:
+                    run.fail(
+                        ErrorScope.REPOSITORY,
+                        f"{project}/{repo}",
+                        f"repository {repo!r} of project {project!r} does not exist",
+                    )
+
+
+def _matched_anything(source: Source, task: BackupTask) -> bool:
+    """Whether the task selects any project of the whole repository, or asks for common
+    data and the repository holds some (an increment with no change is not empty)."""
+    with backend_errors("listing projects and repositories"):
+        if task.content.projects and select(
+            task.content.projects, source.projects(), source.repositories
+        ):
+            return True
+        if task.content.common_data:
+            for collection in source.collections(Scope()):
+                if next(iter(source.records(Scope(), collection)), None) is not None:
+                    return True
+    return False
 
 
 def _estimate(source: Source, scopes: list[Scope], since: datetime | None) -> int:
@@ -112,7 +167,7 @@ def _plan(context: RunContext, task: BackupTask, run: RunState, started: datetim
     if task.content.increment:
         since, follows = default_since(context, task, started)
     run.since = since
-    scopes = _scopes(context.source, task, since)
+    scopes = _scopes(context.source, task, since, run)
     fs, task_dir = task_folder(task.store_location, task.name, context.storage_options)
     stamp = started.astimezone(context.tz)
     suffix = ".zip" if task.content.compression else ""
@@ -265,6 +320,7 @@ def _manifest(
             bytes=run.counts.bytes_read,
             failed=tuple(run.failed_blobs()),
         ),
+        failed_records=tuple(run.failed_records()),
     )
 
 
@@ -292,6 +348,7 @@ def _backup_lines(
                 tally["tombstones"] += 1
             elif record.blob is not None:
                 if seen.add(record.blob):
+                    run.note_blob(record.blob, file_of(record))
                     pump.add(record.blob, record.size)
                 else:
                     run.add(blobs_reused=1)
@@ -303,6 +360,16 @@ def record_key(record: Record) -> str:
     """How an error names a record: project, repository, collection and key."""
     parts = [p for p in (record.project_id, record.repo_name, record.collection) if p is not None]
     return "/".join([*parts, record.key])
+
+
+def file_of(record: Record) -> str:
+    """How an error names the file a record stands for: project, repository and its full
+    path (or key), as ``project/repo/path``."""
+    parts = [p for p in (record.project_id, record.repo_name) if p is not None]
+    head = "/".join(parts)
+    if not head:
+        return record.key
+    return head + (record.key if record.key.startswith("/") else f"/{record.key}")
 
 
 def _join_location(store_location: str, tail: str) -> str:
