@@ -19,7 +19,18 @@ from .layout import BACKUP_NAME, STAMP_FORMAT
 from .manifest import MANIFEST, failed_blobs_of, failed_records_of, follows_of, task_id_of
 from .store import Store, parse_partial
 
-__all__ = ["Decision", "Policy", "apply_retention", "plan_retention", "remove_leftovers"]
+__all__ = [
+    "RESERVED",
+    "Decision",
+    "Policy",
+    "apply_retention",
+    "plan_retention",
+    "remove_leftovers",
+]
+
+#: A local run holds its backup's name with an empty hidden ``.<final><RESERVED>`` file,
+#: created exclusively, until it has published the backup (see run_backup).
+RESERVED = ".reserved"
 
 # A run takes the next free second when its own is taken (see run_backup), so its backup's
 # stamp can be a few seconds after its start.
@@ -258,7 +269,8 @@ def remove_leftovers(
     """Remove what a run of *task_name* started at *started* left in *task_dir* without
     completing it; return the paths removed.
 
-    That is its hidden ``.<name>-<stamp>[.zip].<token>.partial`` work in progress, and on stores
+    That is its hidden ``.<name>-<stamp>[.zip].<token>.partial`` work in progress and its
+    ``.<name>-<stamp>[.zip].reserved`` hold on the name, and on stores
     written in place (object stores) a ``<name>-<stamp>[.zip]`` that holds no complete
     backup. The stamp is *started* in zone *tz* (the zone the run named its backup in), or
     a few seconds after it, and not after *until* (a later stamp is a later run's). A
@@ -277,6 +289,8 @@ def remove_leftovers(
     removed = []
     for entry in list_names(fs, task_dir):
         final = parse_partial(entry)
+        if final is None and entry.startswith(".") and entry.endswith(RESERVED):
+            final = entry[1 : -len(RESERVED)]
         partial = final is not None
         name = final if final is not None else entry
         match = BACKUP_NAME.match(name)

@@ -397,7 +397,9 @@ class Engine:
                 f"stale_after ({self.stale_after} s) must be longer than heartbeat_seconds "
                 f"({self.heartbeat_seconds} s), or live runs would be taken for dead"
             )
-        recovery = Recovery(self.tasks, self.tz, self.storage_options, self._notify)
+        recovery = Recovery(
+            self.tasks, self.tz, self.storage_options, self._notify, target=self.target
+        )
         return recovery.recover(now, self.stale_after, self._leases.owners())
 
     # ----------------------------------------------------------------------------------------

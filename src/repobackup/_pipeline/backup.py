@@ -5,12 +5,15 @@ Records stream through member by member; blobs go to the pump; the manifest is w
 
 from __future__ import annotations
 
+import contextlib
+import os
 import posixpath
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
+from fsspec.implementations.local import LocalFileSystem
 
 from .._archive.catalog import list_names
 from .._archive.layout import (
@@ -23,6 +26,7 @@ from .._archive.layout import (
     task_folder,
 )
 from .._archive.manifest import FORMAT, BlobTally, Manifest, Member
+from .._archive.retention import RESERVED
 from .._archive.store import parse_partial
 from .._archive.zipwriter import ZipWriter
 from .._backends.protocols import Record, Scope, Source
@@ -171,17 +175,65 @@ def _plan(context: RunContext, task: BackupTask, run: RunState, started: datetim
     fs, task_dir = task_folder(task.store_location, task.name, context.storage_options)
     stamp = started.astimezone(context.tz)
     suffix = ".zip" if task.content.compression else ""
+    local = isinstance(fs, LocalFileSystem)
+    if local:
+        # Backups hold password hashes and tokens: the task folder is the owner's alone
+        # before anything is written in it, whatever the umask.
+        os.makedirs(task_dir, exist_ok=True)
+        os.chmod(task_dir, PRIVATE_FOLDER)
     # A name is taken by a backup, complete or not, and by another run's work in progress.
     listed = list_names(fs, task_dir)
     taken = set(listed) | {final for entry in listed if (final := parse_partial(entry))}
     while True:
         name = f"{task.name}-{stamp.strftime(STAMP_FORMAT)}"
-        if name + suffix not in taken:
+        if name + suffix not in taken and (not local or _reserve(task_dir, name + suffix)):
             break
         stamp += timedelta(seconds=1)  # two runs in one second: the later one takes the next
     path = posixpath.join(task_dir, name + suffix)
     location = _join_location(task.store_location, f"{task.name}/{name}{suffix}")
     return _Plan(name, path, location, task_dir, fs, scopes, since, follows)
+
+
+PRIVATE_FOLDER = 0o700
+PRIVATE_FILE = 0o600
+
+
+def reservation(task_dir: str, final: str) -> str:
+    """The hidden file that holds the name *final* for one run of a local store."""
+    return os.path.join(task_dir, f".{final}{RESERVED}")
+
+
+def _reserve(task_dir: str, final: str) -> bool:
+    """Take the name *final* in the local *task_dir* for this run, exclusively; False when
+    another run holds it or has published it. The exclusive create is what makes two runs
+    of one second take two names: listing alone races."""
+    try:
+        os.close(os.open(reservation(task_dir, final), os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
+    except FileExistsError:
+        return False
+    # A run that held the name publishes before it lets go: seen here if it did.
+    if os.path.lexists(os.path.join(task_dir, final)):
+        _release(task_dir, final)
+        return False
+    return True
+
+
+def _release(task_dir: str, final: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(reservation(task_dir, final))
+
+
+def _make_private(path: str) -> None:
+    """Files 0600 and folders 0700 throughout the local backup at *path*."""
+    if os.path.isfile(path):
+        os.chmod(path, PRIVATE_FILE)
+        return
+    os.chmod(path, PRIVATE_FOLDER)
+    for folder, dirs, files in os.walk(path):
+        for name in dirs:
+            os.chmod(os.path.join(folder, name), PRIVATE_FOLDER)
+        for name in files:
+            os.chmod(os.path.join(folder, name), PRIVATE_FILE)
 
 
 def _check_space(context: RunContext, task: BackupTask, run: RunState, plan: _Plan) -> None:
@@ -201,8 +253,22 @@ def _check_space(context: RunContext, task: BackupTask, run: RunState, plan: _Pl
 def run_backup(context: RunContext, task: BackupTask, run: RunState, started: datetime) -> str:
     """Back up what *task* selects; return the location of the complete backup."""
     plan = _plan(context, task, run, started)
-    if task.backup_setting.space_cap_check:
-        _check_space(context, task, run, plan)
+    local = isinstance(plan.fs, LocalFileSystem)
+    try:
+        if task.backup_setting.space_cap_check:
+            _check_space(context, task, run, plan)
+        _write(context, task, run, plan, started)
+        if local:
+            _make_private(plan.path)
+    finally:
+        if local:
+            _release(plan.task_dir, posixpath.basename(plan.path))
+    return plan.location
+
+
+def _write(
+    context: RunContext, task: BackupTask, run: RunState, plan: _Plan, started: datetime
+) -> None:
     writer: BackupWriter
     if task.content.compression:
         writer = ZipWriter(plan.fs, plan.path, plan.location, workers=context.max_workers)
@@ -235,7 +301,6 @@ def run_backup(context: RunContext, task: BackupTask, run: RunState, started: da
     finally:
         transfer.shutdown()
         seen.close()
-    return plan.location
 
 
 def _write_members(
