@@ -20,7 +20,7 @@ import attrs
 import pytest
 
 from helpers import Clock
-from repobackup import Engine, MemoryRepository, SqliteRepository, TaskState
+from repobackup import Engine, MemoryRepository, SqliteRepository, SqliteTaskStore, TaskState
 from repobackup.cli import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
 from test_cli import cli_process, fill, install_plugin, mid_backup, slow_env, spawn
 
@@ -476,5 +476,62 @@ class TestKilledRuns:
         assert list(blobs.rglob("*.tmp")), "the restore should have been killed mid-blob"
         again = cli_process(*args)
         assert again.returncode == EXIT_OK, again.stderr
-        assert "temporary blob" in again.stderr
+        assert "ended its earlier run" in again.stderr
         assert not list(blobs.rglob("*.tmp"))
+        with SqliteTaskStore(f"{target}.tasks.sqlite") as tasks:
+            notes = [n for t in tasks.list().records if t.last_run for n in t.last_run.notes]
+        assert any("temporary blob file" in note for note in notes)
+
+
+S3_CHILD = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from slowbackend import SlowRepository
+from repobackup import Engine, SqliteTaskStore
+options = json.loads(sys.argv[4])
+with SqliteTaskStore(sys.argv[3]) as tasks:
+    engine = Engine(SlowRepository(sys.argv[2]), tasks=tasks, storage_options=options)
+    body = {"name": "nightly", "storeLocation": sys.argv[5],
+            "content": {"projects": [{"projectId": "p"}], "compression": True},
+            "backupSetting": {"executionPlan": {"executeImmediately": False},
+                              "spaceCapCheck": False}}
+    engine.execute(engine.create_task(body))
+"""
+
+
+@pytest.mark.slow
+def test_recovery_aborts_a_killed_runs_multipart_upload(s3: Any, tmp_path: Path) -> None:
+    """A compressed backup to S3 killed (SIGKILL) while its zip's multipart upload is open:
+    recovery of the dead run aborts that upload, and the bucket holds nothing."""
+    plugins, marker = install_plugin(tmp_path / "plugins"), tmp_path / "m"
+    source = tmp_path / "src.db"
+    with SqliteRepository(source) as repo:
+        repo.put_project("p")
+        repo.put_repository("p", "r")
+        repo.put_file("p", "r", "/0-big.bin", os.urandom(7 << 20))
+        for number in range(40):
+            repo.put_file("p", "r", f"/f{number:02}.txt", f"small {number}".encode())
+    bucket = s3.new_bucket()
+    options = {"s3": {**s3.options, "default_block_size": 5 * 2**20}}
+    tasks_db = tmp_path / "tasks.sqlite"
+    child = subprocess.Popen(
+        [sys.executable, "-c", S3_CHILD, str(plugins), str(source), str(tasks_db),
+         json.dumps(options), f"s3://{bucket}/store"],
+        env={**os.environ, "SLOW_MARKER": str(marker), "SLOW_DELAY": "0.2"},
+    )  # fmt: skip
+    fs = s3.filesystem()
+    deadline = time.monotonic() + 60
+    uploads: list[Any] = []
+    while child.poll() is None and time.monotonic() < deadline and not uploads:
+        uploads = fs.call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads", [])
+        time.sleep(0.05)
+    child.kill()
+    child.wait(timeout=60)
+    assert uploads, "the backup should have been killed with its upload open"
+    with SqliteTaskStore(tasks_db) as tasks, SqliteRepository(source) as repo:
+        engine = Engine(repo, tasks=tasks, storage_options=options)
+        (ended,) = engine.recover_interrupted()
+        (run,) = engine.runs(ended)
+    assert fs.call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads", []) == []
+    assert any("nightly-" in note and ".zip" in note for note in run.notes), run.notes
+    assert fs.find(bucket) == []

@@ -257,6 +257,48 @@ def apply_retention(
     return removed
 
 
+def _stamps(started: datetime, tz: tzinfo, until: datetime | None) -> set[str]:
+    """The stamps a run started at *started* may have named its backup with."""
+    first = started.astimezone(tz).replace(microsecond=0)
+    last = first + LEFTOVER_WINDOW
+    if until is not None:
+        last = min(last, until.astimezone(tz).replace(microsecond=0))
+    return {
+        (first + timedelta(seconds=s)).strftime(STAMP_FORMAT)
+        for s in range(int((last - first).total_seconds()) + 1)
+    }
+
+
+def abort_uploads(
+    fs: fsspec.AbstractFileSystem,
+    task_dir: str,
+    task_name: str,
+    started: datetime,
+    tz: tzinfo,
+    *,
+    until: datetime | None = None,
+) -> list[str]:
+    """Abort the open multipart uploads that a run of *task_name* started at *started* left
+    under *task_dir* on an S3 store (its zip, never completed); return their keys. Nothing
+    on a store without multipart uploads."""
+    call = getattr(fs, "call_s3", None)
+    if not callable(call) or not hasattr(fs, "split_path"):
+        return []
+    bucket, prefix, _ = fs.split_path(task_dir.rstrip("/"))
+    prefix = prefix.rstrip("/") + "/"
+    stamps = _stamps(started, tz, until)
+    aborted = []
+    listing = call("list_multipart_uploads", Bucket=bucket, Prefix=prefix)
+    for upload in listing.get("Uploads", []) or []:
+        key = upload.get("Key", "")
+        match = BACKUP_NAME.match(key[len(prefix) :])
+        if match is None or match["name"] != task_name or match["stamp"] not in stamps:
+            continue
+        call("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload["UploadId"])
+        aborted.append(f"{bucket}/{key}")
+    return aborted
+
+
 def remove_leftovers(
     fs: fsspec.AbstractFileSystem,
     task_dir: str,
@@ -277,14 +319,7 @@ def remove_leftovers(
     complete backup is never removed.
     """
     task_dir = task_dir.rstrip("/")
-    first = started.astimezone(tz).replace(microsecond=0)
-    last = first + LEFTOVER_WINDOW
-    if until is not None:
-        last = min(last, until.astimezone(tz).replace(microsecond=0))
-    stamps = {
-        (first + timedelta(seconds=s)).strftime(STAMP_FORMAT)
-        for s in range(int((last - first).total_seconds()) + 1)
-    }
+    stamps = _stamps(started, tz, until)
     in_place = not isinstance(fs, LocalFileSystem)
     removed = []
     for entry in list_names(fs, task_dir):

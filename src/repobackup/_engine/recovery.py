@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 
 from .._archive.layout import task_folder
-from .._archive.retention import remove_leftovers
+from .._archive.retention import abort_uploads, remove_leftovers
 from .._model.task import BackupTask, ExecutionStrategy, RunError, RunSummary, TaskState, TaskType
 from .._tasks.store import TaskStore
 from ..exceptions import TaskNotFoundError
@@ -100,6 +100,7 @@ class Recovery:
         try:
             fs, folder = task_folder(task.store_location, task.name, self.storage_options)
             removed = remove_leftovers(fs, folder, task.name, started, self.tz, until=now)
+            removed += abort_uploads(fs, folder, task.name, started, self.tz, until=now)
         except Exception as exc:
             log.warning("task %s: could not remove what its interrupted run left: %s", task.id, exc)
             return [f"could not remove what the interrupted run left: {exc}"]
