@@ -261,18 +261,24 @@ class TestRetention:
         assert sorted(kept) == sorted(
             f"nightly-2026{d}.020000" for d in ("0311", "0310", "0309", "0308", "0228")
         )
-        assert (
-            kept["nightly-20260311.020000"] == ("last",)
-            or "daily 2026-03-11" in kept["nightly-20260311.020000"]
+        assert kept["nightly-20260311.020000"] == (
+            "daily 2026-03-11",
+            "weekly 2026-W11",
+            "monthly 2026-03",
+            "newest backup with no failed record or blob",
         )
         assert "weekly 2026-W10" in kept["nightly-20260308.020000"]
         assert "monthly 2026-02" in kept["nightly-20260228.020000"]
-        assert names[-1] in {f"{n}" for n in kept}
+        assert names[-1] == "nightly-20260311.020000"
         # The dry run removed nothing; the next run applies the rules.
         assert len(list((tmp_path / "nightly").iterdir())) == 70
         summary = engine.execute(task_id)
         assert any("removed" in note for note in summary.notes)
-        assert len(list((tmp_path / "nightly").iterdir())) == 5 + 1 - 1 or True
+        # On 03-12: days 03-12, 03-11, 03-10; weeks W11 (03-12), W10 (03-08); months 2026-03
+        # (03-12), 2026-02 (02-28).
+        left = sorted(p.name for p in (tmp_path / "nightly").iterdir())
+        days = ("0228", "0308", "0310", "0311", "0312")
+        assert left == [f"nightly-2026{d}.020000" for d in days]
 
     def test_no_retention_after_a_run_with_errors(self, tmp_path: Path) -> None:
         clock = Clock(datetime(2026, 3, 1, 2, 0, tzinfo=ZONE))
