@@ -21,7 +21,7 @@ from .store import Store, parse_partial
 
 __all__ = [
     "RESERVED",
-    "Decision",
+    "RetentionDecision",
     "Policy",
     "apply_retention",
     "plan_retention",
@@ -74,7 +74,7 @@ class Policy:
 
 
 @attrs.frozen
-class Decision:
+class RetentionDecision:
     """What retention does with one complete backup of a task folder, and why."""
 
     name: str  # without ".zip", as manifests name the backup an increment follows
@@ -130,7 +130,7 @@ def plan_retention(
     task_id: str | None = None,
     tz: tzinfo | None = None,
     keep: Iterable[str] = (),
-) -> list[Decision]:
+) -> list[RetentionDecision]:
     """What `apply_retention` would keep and remove in *task_dir*, newest first, with why.
 
     Only complete backups that the task *task_id* wrote (their manifest's ``taskId``) are
@@ -169,7 +169,7 @@ def plan_retention(
         if backup.name in reasons:
             why = reasons[backup.name]
             decisions.append(
-                Decision(
+                RetentionDecision(
                     backup.name,
                     backup.path,
                     backup.created,
@@ -184,7 +184,7 @@ def plan_retention(
                 else "its manifest names no task"
             )
             decisions.append(
-                Decision(
+                RetentionDecision(
                     backup.name, backup.path, backup.created, True, (f"not this task's: {whose}",)
                 )
             )

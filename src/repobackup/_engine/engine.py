@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 
 from .._archive.layout import task_folder
-from .._archive.retention import Decision, Policy, apply_retention, plan_retention
+from .._archive.retention import Policy, RetentionDecision, apply_retention, plan_retention
 from .._archive.verify import VerifyReport, verify
 from .._backends.protocols import Source, Target
 from .._model.convert import from_json, parse_new_task, to_json
@@ -364,9 +364,9 @@ class Engine:
                 f"retention ({policy.describe()}) removed {len(removed)} older backup(s): {names}"
             )
 
-    def plan_retention(self, task_id: str) -> list[Decision]:
+    def plan_retention(self, task_id: str) -> list[RetentionDecision]:
         """What the task's retention would keep and remove in its task folder now, newest
-        first, each `Decision` with its reasons; nothing is removed (a dry run).
+        first, each `RetentionDecision` with its reasons; nothing is removed (a dry run).
 
         Only the backups this task wrote (their manifest's ``taskId``) are ever removed;
         another task's in the same folder are listed as kept. ValueError when the task has
