@@ -502,13 +502,14 @@ class TestRepositories:
     """--repository names a SQLite path or a backend NAME:ARG from the registry."""
 
     def test_memory_backend(self, cli: Any, tmp_path: Path) -> None:
-        """`memory:` opens the built-in in-memory repository (empty: only common data is absent)."""
+        """`memory:` opens the built-in in-memory repository: empty, so a backup of it
+        matches nothing and fails rather than writing an empty backup."""
         result = cli(
             "backup", "-r", "memory:", "--store", tmp_path / "s", "--name", "n",
             "--project-regex", "*", "--json",
         )  # fmt: skip
-        assert result.code == EXIT_OK, result.err
-        assert result.json()["counts"]["recordsWritten"] == 0
+        assert result.code == EXIT_FAILED, result.err
+        assert "nothing matched" in result.json()["errors"][-1]["message"]
 
     def test_sqlite_prefix(self, cli: Any, source: Path, tmp_path: Path) -> None:
         """`sqlite:PATH` is the same as PATH, and its task database sits beside it."""

@@ -34,7 +34,7 @@ from .layout import (
     open_store,
     record_member,
 )
-from .manifest import MANIFEST
+from .manifest import MANIFEST, failed_records_of
 from .problems import Bounded
 
 __all__ = ["VerifyProblem", "VerifyReport", "check_records_member", "verify"]
@@ -301,6 +301,7 @@ class _BackupCheck:
             self.problem(MANIFEST, "compression must be true or false")
             compressed = bool(compressed)
         self._check_header(manifest)
+        self._check_failed_records(manifest)
         blobs = self._check_blobs(manifest)
         tree = manifest.get("projects")
         if not isinstance(tree, dict):
@@ -334,6 +335,13 @@ class _BackupCheck:
                 self.problem(
                     MANIFEST, f"blobs.{name} says {said!r}, the backup's blobs hold {value}"
                 )
+
+    def _check_failed_records(self, manifest: Mapping[str, Any]) -> None:
+        """Each record the backup could not write is a problem: it is missing."""
+        for key in failed_records_of(manifest):
+            self.problem(
+                MANIFEST, f"record {key} failed at backup time: it is missing from this backup"
+            )
 
     def _check_header(self, manifest: Mapping[str, Any]) -> None:
         for field in ("created", "completed"):

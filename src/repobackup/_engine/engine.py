@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 
 from .._archive.layout import task_folder
-from .._archive.retention import apply_retention
+from .._archive.retention import Policy, RetentionDecision, apply_retention, plan_retention
 from .._archive.verify import VerifyReport, verify
 from .._backends.protocols import Source, Target
 from .._model.convert import from_json, parse_new_task, to_json
@@ -336,8 +336,8 @@ class Engine:
     def _retain(self, task: BackupTask, run: RunState, location: str) -> None:
         """Apply the task's retention after its backup at *location* completed; what it
         removed, or why it did not, goes into the run's notes. Never raises."""
-        retention = task.backup_setting.retention
-        if retention is None or retention.keep_last is None:
+        policy = _policy(task)
+        if policy is None:
             return
         if run.errors:
             run.notes.append(
@@ -349,7 +349,9 @@ class Engine:
             removed = apply_retention(
                 fs,
                 folder,
-                retention.keep_last,
+                policy,
+                task_id=task.id,
+                tz=self.tz,
                 keep=[posixpath.basename(location.rstrip("/"))],
             )
         except Exception as exc:
@@ -359,9 +361,22 @@ class Engine:
         if removed:
             names = ", ".join(posixpath.basename(path) for path in removed)
             run.notes.append(
-                f"retention (keepLast {retention.keep_last}) removed {len(removed)} older "
-                f"backup(s): {names}"
+                f"retention ({policy.describe()}) removed {len(removed)} older backup(s): {names}"
             )
+
+    def plan_retention(self, task_id: str) -> list[RetentionDecision]:
+        """What the task's retention would keep and remove in its task folder now, newest
+        first, each `RetentionDecision` with its reasons; nothing is removed (a dry run).
+
+        Only the backups this task wrote (their manifest's ``taskId``) are ever removed;
+        another task's in the same folder are listed as kept. ValueError when the task has
+        no retention rule; TaskNotFoundError for an unknown id."""
+        task = self.get_task(task_id)
+        policy = _policy(task)
+        if policy is None:
+            raise ValueError(f"task {task_id} has no retention rule (backupSetting.retention)")
+        fs, folder = task_folder(task.store_location, task.name, self.storage_options)
+        return plan_retention(fs, folder, policy, task_id=task.id, tz=self.tz)
 
     def recover_interrupted(self, now: datetime | None = None) -> list[str]:
         """End the runs whose process died; return the ids of the tasks it ended.
@@ -382,7 +397,9 @@ class Engine:
                 f"stale_after ({self.stale_after} s) must be longer than heartbeat_seconds "
                 f"({self.heartbeat_seconds} s), or live runs would be taken for dead"
             )
-        recovery = Recovery(self.tasks, self.tz, self.storage_options, self._notify)
+        recovery = Recovery(
+            self.tasks, self.tz, self.storage_options, self._notify, target=self.target
+        )
         return recovery.recover(now, self.stale_after, self._leases.owners())
 
     # ----------------------------------------------------------------------------------------
@@ -401,3 +418,18 @@ class Engine:
         TaskNotFoundError for an unknown id."""
         self.get_task(task_id)
         self.tasks.delete(task_id)
+
+
+def _policy(task: BackupTask) -> Policy | None:
+    """The task's retention rules, or None when it has none."""
+    retention = task.backup_setting.retention
+    if retention is None:
+        return None
+    policy = Policy(
+        last=retention.keep_last,
+        daily=retention.keep_daily,
+        weekly=retention.keep_weekly,
+        monthly=retention.keep_monthly,
+        yearly=retention.keep_yearly,
+    )
+    return None if policy.empty else policy

@@ -26,7 +26,7 @@ from ..exceptions import (
     backend_errors,
     store_errors,
 )
-from .backup import backup_name, record_key
+from .backup import absent_ids, backup_name, file_of, record_key
 from .blobs import SmallBlobs, VerifiedChunks, each, reason
 from .context import RunContext
 from .tally import ErrorScope, FastFail, RunState
@@ -46,6 +46,7 @@ def run_restore(context: RunContext, task: BackupTask, run: RunState) -> str:
         run.notes.append("restored the chain " + " → ".join(backup_name(r.location) for r in chain))
     pool = ThreadPoolExecutor(context.max_workers, thread_name_prefix="repobackup-restore")
     try:
+        check_selection(task, chain, run)
         for reader in chain:
             _Restore(target, task, reader, run, pool).run()
     finally:
@@ -53,6 +54,30 @@ def run_restore(context: RunContext, task: BackupTask, run: RunState) -> str:
         for reader in chain:
             reader.close()
     return chain[-1].location
+
+
+def check_selection(task: BackupTask, chain: list[BackupReader], run: RunState) -> None:
+    """An error of the run for each id the task names that the backups do not hold, and a
+    failed run when its selection matches nothing in them."""
+    tree: dict[str, set[str]] = {}
+    common = False
+    for reader in chain:
+        for project, repos in projects_of(reader.manifest, reader.location).items():
+            tree.setdefault(project, set()).update(repos)
+        common = common or any(
+            isinstance(entry, dict) and entry.get("projectId") is None
+            for entry in reader.manifest["members"]
+        )
+    entries = task.content.projects or ()
+    absent_ids(entries, tree, lambda project: tree.get(project, ()), run)
+    matched = bool(entries) and bool(select(entries, sorted(tree), lambda p: sorted(tree[p])))
+    if not matched and not (task.content.common_data and common):
+        raise RepoBackupError(
+            f"nothing matched: the selection names no project or repository of the backup "
+            f"at {chain[-1].location}"
+            + (" and it holds no common data" if task.content.common_data else "")
+            + "; nothing was restored"
+        )
 
 
 def _member_scope(reader: BackupReader, entry: Any, compressed: bool) -> tuple[Scope, str]:
@@ -193,6 +218,9 @@ class _Restore:
         """Restore one batch of records: first the blobs the target lacks, then the records
         whose blobs are there."""
         run = self.run_state
+        for record in batch:
+            if record.blob is not None and not record.deleted:
+                run.note_blob(record.blob, file_of(record))
         bad = self._copy_blobs(batch)
         keep = []
         for record in batch:

@@ -484,5 +484,5 @@ def _constrain_setting(schemas: dict[str, Any]) -> None:
         " SPECIFIED_TIME needs executionPlan.executeTime, CRON_EXPRESSION needs "
         "executionPlan.cronExpression."
     )
-    retention = schemas["Retention"]["properties"]["keepLast"]
-    _string(retention, minimum=1)
+    for rule in schemas["Retention"]["properties"].values():
+        _string(rule, minimum=1)

@@ -38,8 +38,16 @@ def register(commands: Any, parents: Parents) -> None:
     backup.add_argument("--increment", action="store_true", help="increment: true")
     backup.add_argument("--increment-date", metavar="TIME", help="incrementDate (ISO 8601)")
     backup.add_argument(
-        "--keep-last", type=positive, metavar="N", help="keep the N newest backups only"
+        "--keep-last", type=positive, metavar="N", help="keepLast: keep the N newest backups"
     )
+    for unit in ("daily", "weekly", "monthly", "yearly"):
+        backup.add_argument(
+            f"--keep-{unit}",
+            type=positive,
+            metavar="N",
+            help=f"keep{unit.capitalize()}: the newest backup of each of the N newest "
+            f"{'days' if unit == 'daily' else unit.removesuffix('ly') + 's'} that have one",
+        )
     backup.set_defaults(handler=lambda args, out: run_task_command(args, out, backup=True))
 
 

@@ -103,11 +103,12 @@ def open_repository(stack: contextlib.ExitStack, spec: str, *, create: bool) -> 
     from .._backends.registry import UnknownBackendError, sqlite_path
     from .._backends.registry import open_repository as open_named
 
-    database = sqlite_path(spec)
-    if database is not None and not create and not os.path.isfile(database):
-        raise MissingRepositoryError(spec, os.path.abspath(database))
     try:
-        repository = open_named(spec)
+        repository = open_named(spec, create=create)
+    except FileNotFoundError:
+        # Only with create=False: the backend found no repository and created none.
+        database = sqlite_path(spec)
+        raise MissingRepositoryError(spec, os.path.abspath(database or spec)) from None
     except UnknownBackendError as exc:
         raise UsageError(exc.message) from None
     except ValueError as exc:

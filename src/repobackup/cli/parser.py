@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import backup, demo, ls, restore, run, serve, tasks, verify
+from . import backup, demo, ls, restore, retention, run, serve, tasks, verify
 from .options import GLOBAL_DEFAULTS, Register, global_options, make_parents
 
 __all__ = ["build_parser"]
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         run.register,
         verify.register,
         ls.register,
+        retention.register,
         tasks.register,
         serve.register,
     ]
