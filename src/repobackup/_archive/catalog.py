@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Mapping
+from datetime import tzinfo
 from typing import Any
 
 import attrs
 import fsspec
 
 from ..exceptions import ArchiveError, store_errors
+from .bkrepo import detect as is_bkrepo
+from .bkrepo import find_bkrepo
+from .bkrepo_reader import open_reader
 from .layout import BACKUP_NAME, BackupReader, FolderReader, open_store
 from .manifest import MANIFEST
 from .store import Store, parse_partial
@@ -97,7 +101,8 @@ def describe(
     fs, path = open_store(location, storage_options)
     path = path.rstrip("/")
     found = []
-    for name in list_names(fs, path):
+    names = list_names(fs, path)
+    for name in names:
         final = parse_partial(name)
         if not BACKUP_NAME.match(final if final is not None else name):
             continue
@@ -111,6 +116,11 @@ def describe(
             found.append((name, f"incomplete ({_why(exc)})"))
             continue
         found.append((name, "zip" if name.endswith(".zip") else "complete"))
+    # The original server's backups: nothing marks them complete, so they are named as such.
+    found.extend(
+        (posixpath.basename(bk), "bk-repo (no completeness marker)")
+        for bk in (find_bkrepo(fs, path) if names else ())
+    )
     return found
 
 
@@ -131,17 +141,25 @@ def _is_single_backup(fs: fsspec.AbstractFileSystem, path: str) -> tuple[bool, b
 
 
 def open_backup_chain(
-    location: str, storage_options: Mapping[str, Mapping[str, Any]] | None = None
+    location: str,
+    storage_options: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    zone: tzinfo | None = None,
 ) -> list[BackupReader]:
     """The backups a restore from *location* applies, oldest first.
 
     A backup folder or zip is restored alone. A task folder restores its newest complete
     backup and, when that is an increment, the backups it follows back to a full one.
+    A backup of the original server (bk-repo), recognised by its layout, is opened as a
+    `BkrepoReader`, its offset-less times in *zone* (None: this machine's); a task folder
+    holding only such backups gives its newest.
     """
     fs, path = open_store(location, storage_options)
     path = path.rstrip("/")
     with store_errors(f"reading {location!r}"):
         single, exists = _is_single_backup(fs, path)
+        if exists and is_bkrepo(fs, path):
+            return [open_reader(fs, path, location, zone)]
         if single or not exists:
             if not exists:
                 raise ArchiveError(f"no backup at {location!r}")
@@ -149,6 +167,9 @@ def open_backup_chain(
         if Store(fs).kind(path) != "directory":
             raise ArchiveError(f"no backup at {location!r}")
     readers = complete_backups(fs, path, location=location)
+    if not readers and (bkrepo := find_bkrepo(fs, path)):
+        name = posixpath.basename(bkrepo[-1])
+        return [open_reader(fs, bkrepo[-1], f"{location.rstrip('/')}/{name}", zone)]
     if not readers:
         if BACKUP_NAME.match(posixpath.basename(path)):
             # Named like a backup, holding none: a backup folder that never completed.
