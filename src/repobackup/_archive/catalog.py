@@ -140,6 +140,21 @@ def _is_single_backup(fs: fsspec.AbstractFileSystem, path: str) -> tuple[bool, b
     return single, kind is not None
 
 
+def _bkrepo_at(
+    fs: fsspec.AbstractFileSystem, path: str, location: str, zone: tzinfo | None
+) -> BackupReader | None:
+    """The folder *path* opened as a bk-repo backup, or the newest such backup in it; None
+    when it is neither. Asked only once no backup of ours is found there."""
+    if is_bkrepo(fs, path):
+        return open_reader(fs, path, location, zone)
+    found = find_bkrepo(fs, path)
+    if not found:
+        return None
+    return open_reader(
+        fs, found[-1], f"{location.rstrip('/')}/{posixpath.basename(found[-1])}", zone
+    )
+
+
 def open_backup_chain(
     location: str,
     storage_options: Mapping[str, Mapping[str, Any]] | None = None,
@@ -158,7 +173,7 @@ def open_backup_chain(
     path = path.rstrip("/")
     with store_errors(f"reading {location!r}"):
         single, exists = _is_single_backup(fs, path)
-        if exists and is_bkrepo(fs, path):
+        if exists and path.endswith(".zip") and is_bkrepo(fs, path):
             return [open_reader(fs, path, location, zone)]
         if single or not exists:
             if not exists:
@@ -167,9 +182,8 @@ def open_backup_chain(
         if Store(fs).kind(path) != "directory":
             raise ArchiveError(f"no backup at {location!r}")
     readers = complete_backups(fs, path, location=location)
-    if not readers and (bkrepo := find_bkrepo(fs, path)):
-        name = posixpath.basename(bkrepo[-1])
-        return [open_reader(fs, bkrepo[-1], f"{location.rstrip('/')}/{name}", zone)]
+    if not readers and (bkrepo := _bkrepo_at(fs, path, location, zone)) is not None:
+        return [bkrepo]
     if not readers:
         if BACKUP_NAME.match(posixpath.basename(path)):
             # Named like a backup, holding none: a backup folder that never completed.
