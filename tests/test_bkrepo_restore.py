@@ -317,3 +317,23 @@ class TestCommandLine:
         assert shown.returncode == 2
         assert "--source-zone" in shown.stderr
         assert "Mars/Olympus" in shown.stderr
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_restoring_a_large_node_json(tmp_path: Path) -> None:
+    """``repobackup restore`` of a node.json of 250 000 nodes (about 100 MB) in a child
+    process: its peak RSS stays well below the size of the file."""
+    builder = fx.Builder()
+    project = {"id": builder.next_id(), "name": "big", "lastModifiedDate": fx.TIME}
+    builder.repository(project, "r")
+    nodes = tmp_path / "node.json"
+    size = fx.write_nodes(nodes, "big", "r", 250_000)
+    builder.raw[f"{builder.stamp}/big/r/node.json"] = nodes
+    location = builder.write_zip(tmp_path / "store")
+    done = run_cli(
+        ["restore", "-r", tmp_path / "big.db", "--store", location, "--all", "--quiet"],
+        timeout=280,
+    )
+    assert done.returncode == 0, done.stderr
+    assert size > 90_000_000
+    assert done.peak_rss < size * 0.8, (done.peak_rss_mib, size)
