@@ -14,14 +14,14 @@ from typing import IO, Any
 
 import fsspec
 
-from .bkrepo import STORE, BkrepoBackup, BkrepoProblem, open_bkrepo
+from .bkrepo import BkrepoBackup, BkrepoProblem, open_bkrepo
 
 __all__ = ["FORMAT", "UNMARKED", "BkrepoReader", "open_reader"]
 
 FORMAT = "bk-repo"
 UNMARKED = (
     "a bk-repo backup carries no manifest, checksums or completeness marker: its records "
-    "and blobs were checked, but whether the server wrote all of it cannot be"
+    "and blobs were checked, but nothing tells whether the server wrote all of them"
 )
 
 Listener = Callable[[BkrepoProblem], None]
@@ -71,15 +71,15 @@ class BkrepoReader:
             yield self.backup.blob_entry(sha256)
 
     def exists(self, member: str) -> bool:
-        return self.backup._tree.exists(member)
+        return self.backup.exists(member)
 
     def open(self, member: str) -> IO[bytes]:
         """The entry's content as stored (a blob unchecked: the caller hashes it)."""
-        return self.backup._tree.open(member)
+        return self.backup.open_entry(member)
 
     def blob_member(self, sha256: str) -> str:
         """Where the blob *sha256* is: ``bk+store/<sha[0:2]>/<sha[2:4]>/<sha>``."""
-        return f"{STORE}/{sha256[0:2]}/{sha256[2:4]}/{sha256}"
+        return self.backup.blob_entry(sha256)
 
     def close(self) -> None:
         self.backup.close()
