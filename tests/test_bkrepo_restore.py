@@ -175,6 +175,7 @@ class TestNothingTrusted:
         errors = _errors(summary)
         for name in ("../evil.json", "/etc/passwd", "C:\\evil.json"):
             assert "refused" in errors[name]
+            assert name not in errors[name]  # named once, by the error's key
         assert summary.counts.records_written == RECORDS
         assert not (tmp_path / "evil.json").exists()
 
@@ -261,6 +262,7 @@ class TestCommandLine:
         assert shown.returncode == 0, shown.stderr
         assert f"nightly-{fx.STAMP}.zip" in shown.stdout
         assert "bk-repo (no completeness marker)" in shown.stdout
+        assert "incomplete" not in shown.stdout  # named like ours, not taken for one of ours
 
     def test_verify(self, form: str, tmp_path: Path) -> None:
         """Exit 0 with the note for a sound backup; 1 naming the bad blob otherwise."""

@@ -102,9 +102,11 @@ def describe(
     path = path.rstrip("/")
     found = []
     names = list_names(fs, path)
+    # The original server's backups: nothing marks them complete, so they are named as such.
+    bkrepo = [posixpath.basename(bk) for bk in (find_bkrepo(fs, path) if names else ())]
     for name in names:
         final = parse_partial(name)
-        if not BACKUP_NAME.match(final if final is not None else name):
+        if not BACKUP_NAME.match(final if final is not None else name) or name in bkrepo:
             continue
         entry = posixpath.join(path, name)
         if final is not None:
@@ -116,11 +118,7 @@ def describe(
             found.append((name, f"incomplete ({_why(exc)})"))
             continue
         found.append((name, "zip" if name.endswith(".zip") else "complete"))
-    # The original server's backups: nothing marks them complete, so they are named as such.
-    found.extend(
-        (posixpath.basename(bk), "bk-repo (no completeness marker)")
-        for bk in (find_bkrepo(fs, path) if names else ())
-    )
+    found.extend((name, "bk-repo (no completeness marker)") for name in bkrepo)
     return found
 
 

@@ -286,13 +286,14 @@ class _BkrepoRestore(_Restore):
     def _problem(self, problem: BkrepoProblem) -> None:
         """Hostile entries and malformed lines are errors of the run (raising under
         FAST_FAIL); an entry the layout has no place for is only noted."""
-        where = f"{self.reader.location}: {problem.where}"
+        message = f"{self.reader.location}: {problem.message}"
         if problem.kind == "malformed":
             self.run_state.add(records_failed=1)
-            self.run_state.fail(ErrorScope.RECORD, problem.where, f"{where}: {problem.message}")
+            self.run_state.fail(ErrorScope.RECORD, problem.where, message)
         elif problem.kind == "hostile":
-            self.run_state.fail(ErrorScope.MEMBER, problem.entry, f"{where}: {problem.message}")
+            self.run_state.fail(ErrorScope.MEMBER, problem.entry, message)
         elif len(self.run_state.notes) < 100:
+            where = f"{self.reader.location}: {problem.where}"
             self.run_state.notes.append(f"{where}: {problem.message}, not read")
 
     def _open_blob(self, sha256: str) -> tuple[str, IO[bytes]]:
