@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 import fsspec
 
-from ..exceptions import ArchiveError, store_errors
+from ..exceptions import ArchiveError, StoreError, store_errors
 from .bkrepo import detect as is_bkrepo
 from .bkrepo import find_bkrepo
 from .bkrepo_reader import open_reader
@@ -138,6 +138,26 @@ def _is_single_backup(fs: fsspec.AbstractFileSystem, path: str) -> tuple[bool, b
     return single, kind is not None
 
 
+def _open_one(
+    fs: fsspec.AbstractFileSystem, path: str, location: str, zone: tzinfo | None
+) -> BackupReader:
+    """One backup of ours, or else a zip of the original server's."""
+    try:
+        return open_backup(fs, path, location)
+    except ArchiveError:
+        # Not one of ours (a store failure is not an ArchiveError and goes on up).
+        if path.endswith(".zip") and _is_bkrepo_zip(fs, path):
+            return open_reader(fs, path, location, zone)
+        raise
+
+
+def _is_bkrepo_zip(fs: fsspec.AbstractFileSystem, path: str) -> bool:
+    try:
+        return is_bkrepo(fs, path)
+    except StoreError:
+        return False  # our own reader, which retries, then reports it by its location
+
+
 def _bkrepo_at(
     fs: fsspec.AbstractFileSystem, path: str, location: str, zone: tzinfo | None
 ) -> BackupReader | None:
@@ -171,12 +191,10 @@ def open_backup_chain(
     path = path.rstrip("/")
     with store_errors(f"reading {location!r}"):
         single, exists = _is_single_backup(fs, path)
-        if exists and path.endswith(".zip") and is_bkrepo(fs, path):
-            return [open_reader(fs, path, location, zone)]
         if single or not exists:
             if not exists:
                 raise ArchiveError(f"no backup at {location!r}")
-            return [open_backup(fs, path, location)]
+            return [_open_one(fs, path, location, zone)]
         if Store(fs).kind(path) != "directory":
             raise ArchiveError(f"no backup at {location!r}")
     readers = complete_backups(fs, path, location=location)
