@@ -14,6 +14,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import tzinfo
 from typing import IO, Any
 
 import attrs
@@ -22,6 +23,7 @@ import zstandard
 from .._backends.protocols import Scope
 from .._model.times import parse_datetime
 from ..exceptions import ArchiveError, RepoBackupError, store_errors
+from .bkrepo_reader import UNMARKED, BkrepoReader
 from .catalog import entries, open_backup, open_backup_chain
 from .layout import (
     BACKUP_NAME,
@@ -62,7 +64,9 @@ class VerifyProblem:
 @attrs.frozen
 class VerifyReport:
     """What `verify` found: ``ok`` when nothing is wrong, else every problem (up to a
-    thousand; ``problems_dropped`` counts the rest), with what was checked."""
+    thousand; ``problems_dropped`` counts the rest), with what was checked. ``notes`` says
+    what could not be checked: for a backup of the original server (bk-repo), that nothing
+    marks it complete."""
 
     ok: bool
     location: str
@@ -72,6 +76,7 @@ class VerifyReport:
     members: int = 0
     records: int = 0
     blobs: int = 0
+    notes: tuple[str, ...] = ()
 
 
 def verify(
@@ -79,6 +84,7 @@ def verify(
     storage_options: Mapping[str, Mapping[str, Any]] | None = None,
     *,
     max_workers: int = 4,
+    zone: tzinfo | None = None,
 ) -> VerifyReport:
     """Check the backup at *location* without restoring it.
 
@@ -89,13 +95,23 @@ def verify(
     every blob a live record references is there (plain or ``.zst``) with the content its
     sha256 names; nothing else is in the backup. Everything is streamed once; memory stays
     flat. A store that cannot be read at all raises `StoreError`.
+
+    A backup of the original server (bk-repo; *zone* is the zone of its offset-less times)
+    is checked line by line and blob by blob: every line that does not parse, every entry
+    refused, every blob that does not match its sha256 name or is missing is a problem. It
+    has no completeness marker: a sound one is ``ok`` with a note saying so.
     """
     tally = _Tally()
     try:
-        chain = open_backup_chain(location, storage_options)
+        chain = open_backup_chain(location, storage_options, zone=zone)
     except ArchiveError as exc:
         tally.problem(location, MANIFEST, exc.message)
         return tally.report(location, ())
+    if isinstance(chain[-1], BkrepoReader):
+        try:
+            return _verify_bkrepo(location, chain[-1])
+        finally:
+            chain[-1].close()
     try:
         if chain[-1].location != location:
             _newer_backups(location, storage_options, chain[-1].location, tally)
@@ -108,6 +124,19 @@ def verify(
         for reader in chain:
             reader.close()
     return tally.report(location, tuple(reader.location for reader in chain))
+
+
+def _verify_bkrepo(location: str, reader: BkrepoReader) -> VerifyReport:
+    tally = _Tally()
+    found = reader.backup.verify()
+    for problem in found.problems:
+        if problem.kind != "unmarked":
+            tally.problem(reader.location, problem.where, problem.message)
+    if found.problems_dropped:
+        tally.problem(reader.location, "*", f"{found.problems_dropped} more problems")
+    tally.add(records=found.records, blobs=found.blobs)
+    report = tally.report(location, (reader.location,))
+    return attrs.evolve(report, notes=(f"{reader.location}: {UNMARKED}",))
 
 
 def _newer_backups(

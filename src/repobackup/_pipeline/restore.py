@@ -12,6 +12,8 @@ from typing import IO, Any
 
 import zstandard
 
+from .._archive.bkrepo import BkrepoProblem
+from .._archive.bkrepo_reader import BkrepoReader
 from .._archive.catalog import open_backup_chain
 from .._archive.layout import CHUNK, BackupReader, blob_member, line_to_record, record_member
 from .._archive.manifest import failed_blobs_of, projects_of
@@ -41,14 +43,15 @@ def run_restore(context: RunContext, task: BackupTask, run: RunState) -> str:
     target = context.target
     if target is None:
         raise ValidationError("this engine has no target to restore into")
-    chain = open_backup_chain(task.store_location, context.storage_options)
+    chain = open_backup_chain(task.store_location, context.storage_options, zone=context.tz)
     if len(chain) > 1:
         run.notes.append("restored the chain " + " → ".join(backup_name(r.location) for r in chain))
     pool = ThreadPoolExecutor(context.max_workers, thread_name_prefix="repobackup-restore")
     try:
         check_selection(task, chain, run)
         for reader in chain:
-            _Restore(target, task, reader, run, pool).run()
+            kind = _BkrepoRestore if isinstance(reader, BkrepoReader) else _Restore
+            kind(target, task, reader, run, pool).run()
     finally:
         pool.shutdown(wait=True)
         for reader in chain:
@@ -283,3 +286,50 @@ class _Restore:
                     run.add(blobs_failed=1)
                     run.fail(ErrorScope.BLOB, sha, reason(error))
         return bad
+
+
+class _BkrepoRestore(_Restore):
+    """Restores a backup of the original server: its scopes walked as the layout gives them,
+    each blob hashed against its name on the way into the target, as ours are."""
+
+    reader: BkrepoReader
+
+    def run(self) -> None:
+        backup = self.reader.backup
+        self.reader.listen(self._problem)
+        tree = backup.tree()
+        content = self.task.content
+        wanted = select(content.projects, tree, lambda p: tree[p]) if content.projects else {}
+        for scope in backup.scopes():
+            if scope.project_id is None:
+                if not content.common_data:
+                    continue
+            elif scope.project_id not in wanted or (
+                scope.repo_name is not None and scope.repo_name not in wanted[scope.project_id]
+            ):
+                continue
+            for batch in _batches(backup.records(scope)):
+                self.batch(batch)
+
+    def _problem(self, problem: BkrepoProblem) -> None:
+        """Hostile entries and malformed lines are errors of the run (raising under
+        FAST_FAIL); an entry the layout has no place for is only noted."""
+        message = f"{self.reader.location}: {problem.message}"
+        if problem.kind == "malformed":
+            self.run_state.add(records_failed=1)
+            self.run_state.fail(ErrorScope.RECORD, problem.where, message)
+        elif problem.kind == "hostile":
+            self.run_state.fail(ErrorScope.MEMBER, problem.entry, message)
+        elif len(self.run_state.notes) < 100:
+            where = f"{self.reader.location}: {problem.where}"
+            self.run_state.notes.append(f"{where}: {problem.message}, not read")
+
+    def _open_blob(self, sha256: str) -> tuple[str, IO[bytes]]:
+        member = self.reader.blob_member(sha256)
+        try:
+            with store_errors(f"reading {member}"):
+                return member, self.reader.open(member)
+        except RepoBackupError:
+            if self.reader.exists(member):
+                raise
+        raise ArchiveError(f"blob {sha256} is missing from the backup's bk+store")

@@ -149,6 +149,8 @@ def open_engine(
         max_workers=args.workers,
         on_progress=on_progress,
         user=_os_user(),
+        # A bk-repo backup's offset-less times are read in the engine's zone.
+        tz=getattr(args, "source_zone", None),
     )
     stack.callback(engine.close)
     return engine

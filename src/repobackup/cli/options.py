@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
+from datetime import tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 
@@ -22,6 +24,8 @@ __all__ = [
     "make_parents",
     "port",
     "positive",
+    "source_zone",
+    "zone",
 ]
 
 GLOBAL_DEFAULTS = {"debug": False, "plain": False, "quiet": False, "verbose": False, "json": False}
@@ -66,6 +70,27 @@ def port(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be 0..65535 (0 picks a free port), got {value}")
     return value
+
+
+def zone(text: str) -> tzinfo:
+    """An IANA time zone name (``Asia/Shanghai``, ``UTC``)."""
+    try:
+        return ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"not a time zone name (an IANA name such as Asia/Shanghai): {text!r}"
+        ) from None
+
+
+def source_zone(parser: argparse.ArgumentParser) -> None:
+    """``--source-zone``: the zone of a bk-repo backup's offset-less times."""
+    parser.add_argument(
+        "--source-zone",
+        type=zone,
+        metavar="ZONE",
+        help="for a backup of the original server (bk-repo): the zone its times without "
+        "offset are in, an IANA name (default: this machine's zone)",
+    )
 
 
 def global_options() -> argparse.ArgumentParser:

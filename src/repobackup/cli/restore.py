@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .backup import run_task_command
-from .options import Parents
+from .options import Parents, source_zone
 
 __all__ = ["register"]
 
@@ -31,4 +31,5 @@ def register(commands: Any, parents: Parents) -> None:
         type=str.upper,
         help="conflictStrategy for records that exist already (default OVERWRITE)",
     )
+    source_zone(restore)
     restore.set_defaults(handler=lambda args, out: run_task_command(args, out, backup=False))

@@ -9,7 +9,7 @@ from typing import Any
 from .._archive.verify import verify
 from .._model.convert import to_json
 from .exits import EXIT_FAILED, EXIT_OK
-from .options import Parents
+from .options import Parents, source_zone
 from .output import Output, plural
 
 __all__ = ["register"]
@@ -29,13 +29,19 @@ def register(commands: Any, parents: Parents) -> None:
     command.add_argument(
         "location", metavar="LOCATION", help="a backup folder or .zip, or a task folder"
     )
+    source_zone(command)
     command.set_defaults(handler=_verify)
 
 
 def _verify(args: argparse.Namespace, out: Output) -> int:
-    report = verify(args.location)
+    report = verify(args.location, zone=args.source_zone)
     if args.json:
         out.json(to_json(report))
+    elif report.ok and report.notes:  # a bk-repo backup: no manifest, no marker
+        out.say(
+            f"ok: {args.location}: {plural(report.records, 'record')} read and "
+            f"{plural(report.blobs, 'blob')} match their sha256 names"
+        )
     elif report.ok:
         out.say(
             f"ok: {args.location}: {plural(report.members, 'member')}, "
@@ -52,6 +58,8 @@ def _verify(args: argparse.Namespace, out: Output) -> int:
         )
         if report.problems_dropped:
             out.say(f"… and {report.problems_dropped} more")
+    for note in () if args.json else report.notes:
+        out.say(f"note: {note}")
     if not report.ok:
         out.error(f"{args.location} did not verify")
     return EXIT_OK if report.ok else EXIT_FAILED
