@@ -30,6 +30,7 @@ __all__ = [
     "open_existing_task_store",
     "open_repository",
     "open_task_store",
+    "os_user",
     "recover",
     "resolve_task",
 ]
@@ -121,7 +122,7 @@ def open_repository(stack: contextlib.ExitStack, spec: str, *, create: bool) -> 
     return repository
 
 
-def _os_user() -> str:
+def os_user() -> str:
     try:
         return getpass.getuser()
     except (OSError, KeyError, ImportError):
@@ -147,7 +148,7 @@ def open_engine(
         tasks=tasks,
         max_workers=args.workers,
         on_progress=on_progress,
-        user=_os_user(),
+        user=os_user(),
     )
     stack.callback(engine.close)
     return engine
