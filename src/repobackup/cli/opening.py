@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._model.ids import TASK_ID
-from .._model.task import BackupTask
+from .._model.task import BackupTask, RunSummary
 from ..exceptions import RepoBackupError, TaskNotFoundError
 from .exits import UsageError
 from .output import Output
@@ -135,6 +135,7 @@ def open_engine(
     *,
     restore: bool = False,
     on_progress: Callable[[Progress], None] | None = None,
+    on_finish: Callable[[BackupTask, RunSummary], None] | None = None,
     tasks: TaskStore | None = None,
 ) -> Engine:
     """An engine on the repository and task database the options name."""
@@ -148,6 +149,7 @@ def open_engine(
         tasks=tasks,
         max_workers=args.workers,
         on_progress=on_progress,
+        on_finish=on_finish,
         user=os_user(),
     )
     stack.callback(engine.close)
