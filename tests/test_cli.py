@@ -62,7 +62,12 @@ class Result:
     err: str
 
     def json(self) -> Any:
-        return json.loads(self.out)
+        """The JSON document printed; for a run, its last line (the summary message after
+        the status lines)."""
+        try:
+            return json.loads(self.out)
+        except ValueError:
+            return json.loads(self.out.strip().splitlines()[-1])
 
 
 @pytest.fixture(name="cli")
@@ -135,7 +140,9 @@ class TestBackupAndRestore:
         """--json prints the run summary as the API's JSON, readable back into a RunSummary."""
         result = backup(cli, source, tmp_path / "store", "--all", "--json")
         assert result.code == EXIT_OK
-        summary = from_json(RunSummary, result.json())
+        data = result.json()
+        assert data.pop("messageType") == "summary"  # restic's summary message
+        summary = from_json(RunSummary, data)
         assert summary.state is TaskState.FINISHED
         assert summary.location is not None
         assert Path(summary.location) == only_location(tmp_path / "store")

@@ -56,7 +56,8 @@ def run_task_command(args: argparse.Namespace, out: Output, *, backup: bool) -> 
                 "give --tasks-db PATH"
             )
     with contextlib.ExitStack() as stack:
-        bar = stack.enter_context(out.progress()) if not scheduled else None
+        what = "backup" if backup else "restore"
+        bar = stack.enter_context(out.progress(what)) if not scheduled else None
         engine = open_engine(stack, args, restore=not backup, on_progress=bar)
         recover(engine, out)
         earlier = _backup_series(engine, data) if backup and not scheduled else None

@@ -33,7 +33,9 @@ def register(commands: Any, parents: Parents) -> None:
 
 
 def _verify(args: argparse.Namespace, out: Output) -> int:
-    report = verify(args.location)
+    # verify reports no progress of its own: a spinner says it is at work, and for how long.
+    with out.spinner(f"verifying {args.location}"):
+        report = verify(args.location)
     if args.json:
         out.json(to_json(report))
     elif report.ok:
