@@ -38,6 +38,11 @@ def register(commands: Any, parents: Parents) -> None:
     backup.add_argument("--increment", action="store_true", help="increment: true")
     backup.add_argument("--increment-date", metavar="TIME", help="incrementDate (ISO 8601)")
     backup.add_argument(
+        "--create-bucket",
+        action="store_true",
+        help="create the s3:// bucket of --store if it does not exist (else that is an error)",
+    )
+    backup.add_argument(
         "--keep-last", type=positive, metavar="N", help="keep the N newest backups only"
     )
     backup.set_defaults(handler=lambda args, out: run_task_command(args, out, backup=True))
@@ -55,6 +60,10 @@ def run_task_command(args: argparse.Namespace, out: Output, *, backup: bool) -> 
                 "a scheduled task needs a task database that outlives this command: "
                 "give --tasks-db PATH"
             )
+    if backup:
+        from .buckets import check_bucket
+
+        check_bucket(data["storeLocation"], args)
     with contextlib.ExitStack() as stack:
         what = "backup" if backup else "restore"
         bar = stack.enter_context(out.progress(what)) if not scheduled else None

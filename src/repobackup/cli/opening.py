@@ -140,6 +140,7 @@ def open_engine(
 ) -> Engine:
     """An engine on the repository and task database the options name."""
     from .._engine.engine import Engine
+    from .buckets import storage_options
 
     repository = open_repository(stack, args.repository, create=restore)
     if tasks is None:
@@ -150,6 +151,7 @@ def open_engine(
         max_workers=args.workers,
         on_progress=on_progress,
         on_finish=on_finish,
+        storage_options=storage_options(args),
         user=os_user(),
     )
     stack.callback(engine.close)

@@ -137,6 +137,12 @@ def _task_options() -> argparse.ArgumentParser:
         metavar="LOCATION",
         help="storeLocation: a folder or fsspec URL (s3://bucket/path)",
     )
+    task.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="the AWS profile for an s3:// store (default: AWS_PROFILE, else the AWS_* "
+        "environment variables)",
+    )
     _content_options(task)
     setting = task.add_argument_group("setting")
     setting.add_argument(
