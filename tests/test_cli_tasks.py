@@ -82,7 +82,7 @@ def test_rm_keeps_the_backups(cli: Any, source: Path, tmp_path: Path) -> None:
         "backup", "-r", source, "--store", store, "--name", "once", "--all", "--json"
     )
     assert code == EXIT_OK, err
-    task_id = json.loads(out)["taskId"]
+    task_id = json.loads(out.splitlines()[-1])["taskId"]  # the summary message, last
     before = sorted(store.rglob("*"))
     code, out, err = cli("tasks", "rm", task_id[:9], "-r", source)
     assert code == EXIT_OK, err
