@@ -15,6 +15,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import attrs
 
+from .words import plural, size
+
 if TYPE_CHECKING:
     from .._pipeline.run import Progress
 
@@ -23,25 +25,6 @@ __all__ = ["Column", "Output", "plural", "size", "when"]
 PLAIN_WIDTH = 120
 """The width a plain table is fitted to, so that a listing reads in a 120-column terminal."""
 MIN_CUT = 4  # a column cut narrower than this says nothing
-
-
-def plural(count: int, singular: str, plural_form: str | None = None) -> str:
-    """``1 repository``, ``2 repositories``."""
-    if count == 1:
-        return f"{count} {singular}"
-    return f"{count} {plural_form or singular + 's'}"
-
-
-def size(count: int | None) -> str:
-    """A byte count in binary units (``1.5 MiB``); ``?`` when unknown."""
-    if count is None:
-        return "?"
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def when(value: Any) -> str:

@@ -6,13 +6,25 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
-from .output import plural, size
+from .words import plural, size
 
 if TYPE_CHECKING:
     from .._pipeline.run import Progress
-    from .output import Output
+
+
+class Output(Protocol):
+    """What progress needs of `output.Output` (named here so the two modules stay apart)."""
+
+    def live(
+        self, console: Any, finish: Callable[[], None]
+    ) -> contextlib.AbstractContextManager[None]: ...
+
+    def note(self, text: str) -> None: ...
+
+    def json_line(self, data: Any) -> None: ...
+
 
 __all__ = ["json_status", "plain_progress", "rich_progress", "rich_spinner"]
 
