@@ -30,8 +30,8 @@ def register(commands: Any, parents: Parents) -> None:
         parents=[parents.common, parents.repository, parents.task],
         help="back up a repository now (or schedule it with --cron/--at)",
         description="Create a DATA_BACKUP task and run it now, or with --cron/--at store it "
-        "for `repobackup serve` to run. The repository must exist: a missing one is an "
-        "error, never an empty backup.",
+        "for `repobackup scheduler` (or `serve`) to run. The repository must exist: a "
+        "missing one is an error, never an empty backup.",
     )
     backup.add_argument("--name", required=True, help="name: the backup folder under --store")
     backup.add_argument("--compress", action="store_true", help="compression: one .zip file")
@@ -116,9 +116,12 @@ def _created(engine: Engine, task_id: str, args: argparse.Namespace, out: Output
     out.say(f"created task {task_id} ({task.backup_setting.execution_strategy.value})")
     out.say(f"next run: {when(due) or 'never'}")
     tasks_db = args.tasks_db or f"{args.repository}.tasks.sqlite"
+    where = f"--repository {args.repository}" + (
+        "" if args.tasks_db is None else f" --tasks-db {tasks_db}"
+    )
     out.say(
-        f"it runs while `repobackup serve --repository {args.repository}"
-        f"{'' if args.tasks_db is None else ' --tasks-db ' + tasks_db}` is running, "
-        f"or now with `repobackup run {task_id} --repository {args.repository}`"
+        f"it runs while `repobackup scheduler {where}` (or `serve`) is running, from "
+        f"`repobackup scheduler {where} --once` in cron or a systemd timer, or now with "
+        f"`repobackup run {task_id} --repository {args.repository}`"
     )
     return EXIT_OK

@@ -156,10 +156,12 @@ def _task_options() -> argparse.ArgumentParser:
     schedule.add_argument(
         "--cron",
         metavar="EXPR",
-        help="create a CRON_EXPRESSION task (Unix or Quartz cron) for `serve` to run",
+        help="create a CRON_EXPRESSION task (Unix or Quartz cron) for `scheduler` to run",
     )
     schedule.add_argument(
-        "--at", metavar="TIME", help="create a SPECIFIED_TIME task (ISO 8601) for `serve` to run"
+        "--at",
+        metavar="TIME",
+        help="create a SPECIFIED_TIME task (ISO 8601) for `scheduler` to run",
     )
     return task
 
