@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import bkrepo_fixture as fx
+from helpers import last_json
 from hostile import run_cli
 from repobackup import Engine, RunSummary, SqliteRepository, TaskState
 
@@ -286,7 +287,7 @@ class TestCommandLine:
             "--source-zone", "Asia/Shanghai", "--json",
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
-        summary = json.loads(done.stdout)
+        summary = last_json(done.stdout)
         assert summary["state"] == "FINISHED"
         with SqliteRepository(database) as repository:
             assert repository.read_file("demo", "generic", README) == fx.DATA["readme"]

@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 import pytest
 
-from helpers import Clock
+from helpers import Clock, last_json
 from repobackup import Engine, MemoryRepository, SqliteRepository, SqliteTaskStore, TaskState
 from repobackup.cli import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
 from test_cli import cli_process, fill, install_plugin, mid_backup, slow_env, spawn
@@ -135,10 +135,10 @@ class TestNothingMatched:
         base = ["backup", "-r", source, "--store", tmp_path / "s", "--name", "n", "--json"]
         empty = cli_process(*base, "--project-regex", "nosuch*")
         assert empty.returncode == EXIT_FAILED, empty.stderr
-        assert "nothing matched" in json.loads(empty.stdout)["errors"][-1]["message"]
+        assert "nothing matched" in last_json(empty.stdout)["errors"][-1]["message"]
         absent = cli_process(*base, "--project-id", "alpha", "--repo", "libs", "--repo", "typo")
         assert absent.returncode == EXIT_PARTIAL, absent.stderr
-        errors = json.loads(absent.stdout)["errors"]
+        errors = last_json(absent.stdout)["errors"]
         assert [(e["scope"], e["key"]) for e in errors] == [("repository", "alpha/typo")]
 
 
@@ -158,7 +158,7 @@ class TestTruthfulManifest:
             "backup", "-r", source, "--store", tmp_path / "s", "--name", "n", "--all", "--json"
         )
         assert run.returncode == EXIT_PARTIAL, run.stderr
-        summary = json.loads(run.stdout)
+        summary = last_json(run.stdout)
         (error,) = summary["errors"]
         assert error["key"] == node.blob
         assert "(file alpha/libs/dir/file-0.bin)" in error["message"]
@@ -315,7 +315,7 @@ class TestRetention:
             time.sleep(1.1)
         last = cli_process("backup", *base, "--keep-last", "1", "--keep-daily", "1", "--json")
         assert last.returncode == EXIT_OK, last.stderr
-        task = json.loads(last.stdout)["taskId"]
+        task = last_json(last.stdout)["taskId"]
         plan = cli_process("retention", task, "-r", source, "--dry-run", "--json")
         assert plan.returncode == EXIT_OK, plan.stderr
         decisions = json.loads(plan.stdout)
@@ -407,7 +407,7 @@ class TestOneWriterPerName:
             outcomes = [p.communicate(timeout=120) for p in processes]
             codes = [p.returncode for p in processes]
             assert codes == [EXIT_OK] * 4, outcomes
-            locations = {json.loads(out)["location"] for out, _ in outcomes}
+            locations = {last_json(out)["location"] for out, _ in outcomes}
             assert len(locations) == 4
             assert all(cli_process("verify", loc).returncode == EXIT_OK for loc in locations)
             assert not [p for p in (store / "n").iterdir() if p.name.startswith(".")]

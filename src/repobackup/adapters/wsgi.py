@@ -1,5 +1,5 @@
-"""`make_app`: a plain WSGI application serving the spec's three endpoints and their OpenAPI
-document; `bearer_token_authorizer`: the shared-token check `repobackup serve` uses."""
+"""`make_app`: a plain WSGI application serving the spec's three endpoints, the task-management
+extensions, /metrics and the OpenAPI document; `bearer_token_authorizer`: serve's token check."""
 
 from __future__ import annotations
 
@@ -55,6 +55,9 @@ MAX_BODY: Final = 1 << 20
 """Largest request body read (bytes); a task is a few hundred bytes, so this is generous."""
 
 _EXECUTE = re.compile(r"(?:/job)?/api/job/backup/execute/([^/]+)")
+_TASK = re.compile(r"(?:/job)?/api/job/backup/([^/]+)")
+_SWITCH = re.compile(r"(?:/job)?/api/job/backup/([^/]+)/(enable|disable)")
+_RESERVED = frozenset({"tasks", "openapi.json", "execute"})
 _MAX_USER = 128
 _MAX_QUERY_FIELDS = 50
 
@@ -83,6 +86,10 @@ def http_status(code: int) -> int:
     """The HTTP status that goes with an envelope *code* (500 for codes it does not know,
     such as the library's own 2509xx failures of a store or backend)."""
     return _STATUS.get(code, 500)
+
+
+class _Text(bytes):
+    """A body in the Prometheus text format rather than JSON."""
 
 
 class _Refusal(Exception):
@@ -249,12 +256,17 @@ class _App:
                 trace_id=trace_id,
             )
         if isinstance(payload, bytes):
-            body = payload
+            body = bytes(payload)  # wsgiref writes bytes only, not a subclass
         else:
             body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        kind = _JSON_HEADERS
+        if isinstance(payload, _Text):
+            from .metrics import CONTENT_TYPE
+
+            kind = [("Content-Type", CONTENT_TYPE), *_JSON_HEADERS[1:]]
         start_response(
             f"{status} {http.HTTPStatus(status).phrase}",
-            [*_JSON_HEADERS, ("Content-Length", str(len(body))), *headers],
+            [*kind, ("Content-Length", str(len(body))), *headers],
         )
         return [body]
 
@@ -295,25 +307,52 @@ class _App:
             self._allow(method, "GET")
             query = _query(environ)
             result = self.api.list_tasks(
-                query.get("state"), query.get("pageSize"), query.get("pageNumber")
+                query.get("state"),
+                query.get("pageSize"),
+                query.get("pageNumber"),
+                last_run_state=query.get("lastRunState"),
             )
         elif path == f"{BASE}/openapi.json":
             self._allow(method, "GET")
             return 200, self._openapi
+        elif path == "/metrics":
+            self._allow(method, "GET")
+            return self._metrics()
         else:
-            raise _Refusal(404, envelope(URL_NOT_FOUND, f"URL not found: {_clip(path)}"))
+            result = self._task_route(method, path, user)
         return http_status(result["code"]), result
 
+    def _task_route(self, method: str, path: str, user: str) -> Envelope:
+        """The extensions on one task: GET and DELETE it, POST .../enable or .../disable."""
+        if (match := _SWITCH.fullmatch(path)) and match[1] not in _RESERVED:
+            self._allow(method, "POST")
+            return self.api.set_enabled(match[1], match[2] == "enable", user=user)
+        if (match := _TASK.fullmatch(path)) and match[1] not in _RESERVED:
+            self._allow(method, "GET", "DELETE")
+            if method == "DELETE":
+                return self.api.delete_task(match[1])
+            return self.api.get_task(match[1])
+        raise _Refusal(404, envelope(URL_NOT_FOUND, f"URL not found: {_clip(path)}"))
+
+    def _metrics(self) -> tuple[int, Envelope | bytes]:
+        from .metrics import MetricsUnavailableError, render_metrics
+
+        try:
+            return 200, _Text(render_metrics(self.api.engine.tasks))
+        except MetricsUnavailableError as exc:
+            return 501, envelope(SYSTEM_ERROR, str(exc))
+
     @staticmethod
-    def _allow(method: str, allowed: str) -> None:
-        if method != allowed:
+    def _allow(method: str, *allowed: str) -> None:
+        if method not in allowed:
+            listed = ", ".join(allowed)
             raise _Refusal(
                 405,
                 envelope(
                     METHOD_NOT_ALLOWED,
-                    f"method {_clip(method)} is not allowed here; use {allowed}",
+                    f"method {_clip(method)} is not allowed here; use {' or '.join(allowed)}",
                 ),
-                [("Allow", allowed)],
+                [("Allow", listed)],
             )
 
 

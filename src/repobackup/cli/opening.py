@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._model.ids import TASK_ID
-from .._model.task import BackupTask
+from .._model.task import BackupTask, RunSummary
 from ..exceptions import RepoBackupError, TaskNotFoundError
 from .exits import UsageError
 from .output import Output
@@ -30,6 +30,7 @@ __all__ = [
     "open_existing_task_store",
     "open_repository",
     "open_task_store",
+    "os_user",
     "recover",
     "resolve_task",
 ]
@@ -122,7 +123,7 @@ def open_repository(stack: contextlib.ExitStack, spec: str, *, create: bool) -> 
     return repository
 
 
-def _os_user() -> str:
+def os_user() -> str:
     try:
         return getpass.getuser()
     except (OSError, KeyError, ImportError):
@@ -135,10 +136,12 @@ def open_engine(
     *,
     restore: bool = False,
     on_progress: Callable[[Progress], None] | None = None,
+    on_finish: Callable[[BackupTask, RunSummary], None] | None = None,
     tasks: TaskStore | None = None,
 ) -> Engine:
     """An engine on the repository and task database the options name."""
     from .._engine.engine import Engine
+    from .buckets import storage_options
 
     repository = open_repository(stack, args.repository, create=restore)
     if tasks is None:
@@ -148,7 +151,9 @@ def open_engine(
         tasks=tasks,
         max_workers=args.workers,
         on_progress=on_progress,
-        user=_os_user(),
+        on_finish=on_finish,
+        storage_options=storage_options(args),
+        user=os_user(),
         # A bk-repo backup's offset-less times are read in the engine's zone.
         tz=getattr(args, "source_zone", None),
     )

@@ -162,6 +162,12 @@ def _task_options() -> argparse.ArgumentParser:
         metavar="LOCATION",
         help="storeLocation: a folder or fsspec URL (s3://bucket/path)",
     )
+    task.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="the AWS profile for an s3:// store (default: AWS_PROFILE, else the AWS_* "
+        "environment variables)",
+    )
     _content_options(task)
     setting = task.add_argument_group("setting")
     setting.add_argument(
@@ -175,10 +181,12 @@ def _task_options() -> argparse.ArgumentParser:
     schedule.add_argument(
         "--cron",
         metavar="EXPR",
-        help="create a CRON_EXPRESSION task (Unix or Quartz cron) for `serve` to run",
+        help="create a CRON_EXPRESSION task (Unix or Quartz cron) for `scheduler` to run",
     )
     schedule.add_argument(
-        "--at", metavar="TIME", help="create a SPECIFIED_TIME task (ISO 8601) for `serve` to run"
+        "--at",
+        metavar="TIME",
+        help="create a SPECIFIED_TIME task (ISO 8601) for `scheduler` to run",
     )
     return task
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import backup, demo, ls, restore, retention, run, serve, tasks, verify
+from . import backup, demo, ls, restore, retention, run, scheduler, serve, tasks, verify
 from .options import GLOBAL_DEFAULTS, Register, global_options, make_parents
 
 __all__ = ["build_parser"]
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         ls.register,
         retention.register,
         tasks.register,
+        scheduler.register,
         serve.register,
     ]
     for register in registers:

@@ -1,5 +1,5 @@
-"""`repobackup serve`: the JSON API over HTTP with a scheduler running due tasks; loopback
-only unless a bearer token guards it. Ctrl-C or SIGTERM stop it cleanly (exit 0)."""
+"""`repobackup serve`: the JSON API over HTTP with a scheduler running due tasks, a line logged
+as each run starts and ends; loopback only unless a bearer token guards it."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from .exits import EXIT_OK, UsageError
 from .opening import open_engine
 from .options import Parents, port
 from .output import Output
+from .runlog import LOG_FORMATS, RunLog
 
 __all__ = ["DEFAULT_PORT", "MIN_TOKEN", "TOKEN_ENV", "register"]
 
@@ -38,6 +39,12 @@ def register(commands: Any, parents: Parents) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument(
         "--port", type=port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any)"
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="the lines for each run's start and end: text (default) or JSON lines",
     )
     serve.add_argument(
         "--token",
@@ -90,9 +97,13 @@ def _serve(args: argparse.Namespace, out: Output) -> int:
     from ..adapters.wsgi import bearer_token_authorizer, make_app
 
     token = _token(args)
+    log = RunLog(out, json=args.log_format == "json")
     with contextlib.ExitStack() as stack:
         # The repository is a source of backups: a missing one is an error, never created.
-        engine = open_engine(stack, args, restore=False)
+        engine = open_engine(
+            stack, args, restore=False, on_progress=log.progress, on_finish=log.finished
+        )
+        log.engine = engine
         authorize = bearer_token_authorizer(token) if token is not None else None
         app = make_app(engine, authorize=authorize)
         try:
@@ -106,12 +117,13 @@ def _serve(args: argparse.Namespace, out: Output) -> int:
         except OSError as exc:
             raise UsageError(f"cannot bind {args.host}:{args.port}: {exc.strerror}") from None
         stack.callback(server.server_close)
+        host, bound = str(server.server_address[0]), int(server.server_address[1])
+        shown = f"[{host}]" if ":" in host else host
+        # The address first: a run's start line must not come before it.
+        out.say(f"serving http://{shown}:{bound}/job/api/job/backup")
         scheduler = Scheduler(engine)
         scheduler.start()
         stack.callback(scheduler.stop)
-        host, bound = str(server.server_address[0]), int(server.server_address[1])
-        shown = f"[{host}]" if ":" in host else host
-        out.say(f"serving http://{shown}:{bound}/job/api/job/backup")
         out.note(
             "scheduler running; "
             + ("bearer token required" if token else "no token: local callers only")

@@ -34,7 +34,9 @@ def register(commands: Any, parents: Parents) -> None:
 
 
 def _verify(args: argparse.Namespace, out: Output) -> int:
-    report = verify(args.location, zone=args.source_zone)
+    # verify reports no progress of its own: a spinner says it is at work, and for how long.
+    with out.spinner(f"verifying {args.location}"):
+        report = verify(args.location, zone=args.source_zone)
     if args.json:
         out.json(to_json(report))
     elif report.ok and report.notes:  # a bk-repo backup: no manifest, no marker
