@@ -5,6 +5,7 @@ Records stream through member by member; blobs go to the pump; the manifest is w
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -23,7 +24,7 @@ from .._archive.layout import (
     task_folder,
 )
 from .._archive.manifest import FORMAT, BlobTally, Manifest, Member
-from .._archive.store import parse_partial
+from .._archive.store import Store, parse_partial
 from .._archive.zipwriter import ZipWriter
 from .._backends.protocols import Record, Scope, Source
 from .._model.convert import to_json
@@ -32,6 +33,7 @@ from .._model.task import BackupTask, TaskState
 from ..exceptions import InsufficientSpaceError, RepoBackupError, backend_errors
 from .blobs import BlobPump, BlobTransfer, SeenBlobs
 from .context import RunContext
+from .resume import find_leftover, keep_for_resume
 from .tally import ErrorScope, Phase, RunState
 
 __all__ = ["backup_name", "default_since", "record_key", "run_backup"]
@@ -149,12 +151,21 @@ def run_backup(context: RunContext, task: BackupTask, run: RunState, started: da
     if task.backup_setting.space_cap_check:
         _check_space(context, task, run, plan)
     writer: BackupWriter
+    leftover = None
+    if not task.content.compression:
+        leftover = find_leftover(plan.fs, plan.task_dir, task.name, not_named=plan.name)
     if task.content.compression:
         writer = ZipWriter(plan.fs, plan.path, plan.location, workers=context.max_workers)
     else:
         writer = FolderWriter(plan.fs, plan.path, plan.location)
     seen = SeenBlobs()
-    transfer = BlobTransfer(context, context.source, writer, run)
+    transfer = BlobTransfer(
+        context,
+        context.source,
+        writer,
+        run,
+        leftover=(plan.fs, leftover) if leftover is not None else None,
+    )
     pump = BlobPump(run, transfer, context.max_workers * 4)
     try:
         run.progress(Phase.RECORDS, force=True)
@@ -165,7 +176,14 @@ def run_backup(context: RunContext, task: BackupTask, run: RunState, started: da
         pump.drain()
         run.progress(Phase.COMMIT, force=True)
         manifest = _manifest(
-            context, task=task, run=run, plan=plan, started=started, tree=tree, members=members
+            context,
+            task=task,
+            run=run,
+            plan=plan,
+            started=started,
+            tree=tree,
+            members=members,
+            resumed=(pump.resumed, pump.resumed_bytes),
         )
         if not run.holds_lease():
             raise RepoBackupError(
@@ -175,12 +193,29 @@ def run_backup(context: RunContext, task: BackupTask, run: RunState, started: da
         writer.commit(manifest)
     except BaseException:
         pump.cancel()
-        writer.abort()
+        _abort(writer, plan, task)
         raise
     finally:
         transfer.shutdown()
         seen.close()
+    if leftover is not None:
+        run.notes.append(
+            f"resumed an interrupted run: {pump.resumed} blobs it had stored were checked "
+            "and reused"
+        )
+        with contextlib.suppress(Exception):
+            Store(plan.fs).remove(leftover, recursive=True)
     return plan.location
+
+
+def _abort(writer: BackupWriter, plan: _Plan, task: BackupTask) -> None:
+    """Discard a failed backup, keeping the blobs a folder backup stored for the next run
+    to resume from (see `keep_for_resume`)."""
+    if isinstance(writer, FolderWriter):
+        with contextlib.suppress(Exception):
+            if keep_for_resume(plan.fs, plan.task_dir, task.name, writer.root) is not None:
+                return
+    writer.abort()
 
 
 def _write_members(
@@ -242,6 +277,7 @@ def _manifest(
     started: datetime,
     tree: dict[str, list[str]],
     members: list[Member],
+    resumed: tuple[int, int] = (0, 0),
 ) -> Manifest:
     since = plan.since
     return Manifest(
@@ -261,8 +297,8 @@ def _manifest(
         projects=tree,
         members=tuple(members),
         blobs=BlobTally(
-            count=run.counts.blobs_written,
-            bytes=run.counts.bytes_read,
+            count=run.counts.blobs_written + resumed[0],
+            bytes=run.counts.bytes_read + resumed[1],
             failed=tuple(run.failed_blobs()),
         ),
     )

@@ -107,10 +107,11 @@ class BlobPump:
             raise
         except Exception as exc:
             outcomes = [exc] * len(keys)
-        for key, outcome in zip(keys, outcomes, strict=True):
-            if isinstance(outcome, Packed):
+        for key, result in zip(keys, outcomes, strict=True):
+            outcome = result
+            if isinstance(result, Packed):
                 try:
-                    self.transfer.append(outcome)
+                    self.transfer.append(result)
                 except RepoBackupError as exc:
                     outcome = exc
             if isinstance(outcome, Exception):
@@ -229,7 +230,8 @@ class BlobTransfer:
 
     def append(self, packed: Packed) -> None:
         """Append a member a worker finished into the zip, and drop its spool."""
-        assert isinstance(self.writer, ZipWriter) and self.spool is not None
+        assert isinstance(self.writer, ZipWriter)
+        assert self.spool is not None
         if packed.data is not None:
             self.writer.append_member(
                 packed.member, packed.crc, packed.size, io.BytesIO(packed.data)

@@ -272,16 +272,17 @@ def _pack(
         for piece in content:
             crc = zlib.crc32(piece, crc)
             size += len(piece)
+            block = piece
             if out is None:
                 buffer += piece
                 if len(buffer) <= INLINE:
                     continue
                 with store_errors(f"spooling {member}"):
                     out = fs.open(path, "wb")
-                piece = bytes(buffer)
+                block = bytes(buffer)
                 buffer.clear()
             with store_errors(f"spooling {member}"):
-                out.write(piece)
+                out.write(block)
         if out is not None:
             with store_errors(f"spooling {member}"):
                 out.close()
@@ -319,7 +320,7 @@ def _reuse(
         fs.mv(old, new)
     except (OSError, RepoBackupError, ValueError):
         return None
-    return Stored(sha256, 0, 0, reused=True)
+    return Stored(sha256, size, 0, reused=True)
 
 
 def _restore_one(job: RestoreJob, sha256: str) -> Stored:

@@ -5,9 +5,9 @@ Records go in batches, each batch's missing blobs first; nothing in the archive 
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Iterable, Iterator
-import functools
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import IO, Any
 
@@ -22,7 +22,6 @@ from .._model.select import select
 from .._model.task import BackupTask
 from ..exceptions import (
     ArchiveError,
-    RepoBackupError,
     ValidationError,
     backend_errors,
     store_errors,
@@ -63,7 +62,14 @@ def run_restore(context: RunContext, task: BackupTask, run: RunState) -> str:
         )
     try:
         for reader in chain:
-            _Restore(target, task, reader, run, pool, _openers(reader, target, target_opener)).run()
+            _Restore(
+                target,
+                task=task,
+                reader=reader,
+                run=run,
+                pool=pool,
+                openers=_openers(reader, target, target_opener),
+            ).run()
     finally:
         if own is not None:
             own.shutdown(wait=True)
@@ -148,6 +154,7 @@ class _Restore:
     def __init__(
         self,
         target: Target,
+        *,
         task: BackupTask,
         reader: BackupReader,
         run: RunState,

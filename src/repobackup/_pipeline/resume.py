@@ -1,0 +1,82 @@
+"""Resumable folder backups: where an interrupted run's blobs wait for the next run.
+
+On a local disk they wait in ``.<task>.resume``; on an object store in the run's own folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import posixpath
+from typing import Any
+
+from fsspec.implementations.local import LocalFileSystem
+
+from .._archive.catalog import list_names
+from .._archive.layout import BACKUP_NAME
+from .._archive.manifest import MANIFEST
+from .._archive.store import Store, parse_partial
+
+__all__ = ["find_leftover", "keep_for_resume", "resume_folder"]
+
+
+def resume_folder(task_dir: str, task_name: str) -> str:
+    """Where the blobs of an interrupted folder backup wait, on a local disk."""
+    return posixpath.join(task_dir.rstrip("/"), f".{task_name}.resume")
+
+
+def _ours(name: str, task_name: str) -> bool:
+    match = BACKUP_NAME.match(name)
+    return match is not None and match["name"] == task_name and not name.endswith(".zip")
+
+
+def keep_for_resume(
+    fs: Any, task_dir: str, task_name: str, root: str | None = None, *, since: str = ""
+) -> str | None:
+    """Keep what an interrupted folder backup of *task_name* stored, for the next run to
+    resume from; return what was kept and where it went, or None when nothing was.
+
+    *root* is the run's folder when known; otherwise (a dead process's) the newest hidden
+    partial folder of the task stamped *since* or later. On an object store a folder
+    written in place stays where it is. Only the newest interrupted run is kept: it is the
+    one the next run resumes.
+    """
+    store = Store(fs)
+    if not isinstance(fs, LocalFileSystem):
+        return root if root is not None and store.exists(posixpath.join(root, "blobs")) else None
+    if root is None:
+        partials = sorted(
+            entry
+            for entry in list_names(fs, task_dir)
+            if (final := parse_partial(entry)) is not None
+            and _ours(final, task_name)
+            and final >= f"{task_name}-{since}"
+        )
+        if not partials:
+            return None
+        root = posixpath.join(task_dir, partials[-1])
+    if not store.exists(posixpath.join(root, "blobs")):
+        return None
+    keep = resume_folder(task_dir, task_name)
+    with contextlib.suppress(Exception):
+        store.remove(keep, recursive=True)
+    store.move(root, keep)
+    return f"{posixpath.basename(root)}, now {posixpath.basename(keep)}"
+
+
+def find_leftover(fs: Any, task_dir: str, task_name: str, *, not_named: str = "") -> str | None:
+    """The interrupted folder backup of *task_name* a new run (named *not_named*) may take
+    blobs from."""
+    store = Store(fs)
+    if isinstance(fs, LocalFileSystem):
+        keep = resume_folder(task_dir, task_name)
+        return keep if store.exists(keep) else None
+    # Written in place: the newest folder named like a backup of the task, with no
+    # manifest, newer than its newest complete backup.
+    for entry in sorted(list_names(fs, task_dir), reverse=True):
+        if not _ours(entry, task_name) or entry == not_named:
+            continue
+        path = posixpath.join(task_dir, entry)
+        if store.exists(posixpath.join(path, MANIFEST)):
+            return None
+        return path if store.exists(posixpath.join(path, "blobs")) else None
+    return None
