@@ -155,7 +155,7 @@ def run_backup(context: RunContext, task: BackupTask, run: RunState, started: da
     if not task.content.compression:
         leftover = find_leftover(plan.fs, plan.task_dir, task.name, not_named=plan.name)
     if task.content.compression:
-        writer = ZipWriter(plan.fs, plan.path, plan.location, workers=context.max_workers)
+        writer = ZipWriter(plan.fs, plan.path, plan.location, workers=context.workers(plan.fs))
     else:
         writer = FolderWriter(plan.fs, plan.path, plan.location)
     seen = SeenBlobs()
@@ -164,9 +164,10 @@ def run_backup(context: RunContext, task: BackupTask, run: RunState, started: da
         context.source,
         writer,
         run,
+        workers=context.workers(plan.fs),
         leftover=(plan.fs, leftover) if leftover is not None else None,
     )
-    pump = BlobPump(run, transfer, context.max_workers * 4)
+    pump = BlobPump(run, transfer, context.workers(plan.fs) * 4)
     try:
         run.progress(Phase.RECORDS, force=True)
         tree, members = _write_members(

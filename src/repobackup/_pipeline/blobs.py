@@ -176,6 +176,7 @@ class BlobTransfer:
         writer: BackupWriter,
         run: RunState,
         *,
+        workers: int,
         leftover: tuple[Any, str] | None = None,
     ) -> None:
         self.writer = writer

@@ -58,7 +58,8 @@ def run_restore(context: RunContext, task: BackupTask, run: RunState) -> str:
                 "the target cannot be reopened elsewhere"
             )
         pool = own = ThreadPoolExecutor(
-            context.max_workers, thread_name_prefix="repobackup-restore"
+            context.workers(chain[-1].fs if hasattr(chain[-1], "fs") else None),
+            thread_name_prefix="repobackup-restore",
         )
     try:
         for reader in chain:
