@@ -33,6 +33,7 @@ from .._model.times import local_zone
 from .._pipeline.backup import run_backup
 from .._pipeline.context import RunContext, default_workers
 from .._pipeline.restore import run_restore
+from .._pipeline.resume import wait_for_cleanups
 from .._pipeline.tally import Phase, Progress, RunState
 from .._tasks.store import MemoryTaskStore, TaskStore
 from ..exceptions import RepoBackupError, TaskNotFoundError
@@ -231,6 +232,7 @@ class Engine:
             runner, self._runner = self._runner, None
         if runner is not None:
             runner.shutdown(wait=True)
+        wait_for_cleanups()
 
     def __enter__(self) -> Engine:
         return self

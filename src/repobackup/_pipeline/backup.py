@@ -24,7 +24,7 @@ from .._archive.layout import (
     task_folder,
 )
 from .._archive.manifest import FORMAT, BlobTally, Manifest, Member
-from .._archive.store import Store, parse_partial
+from .._archive.store import parse_partial
 from .._archive.zipwriter import ZipWriter
 from .._backends.protocols import Record, Scope, Source
 from .._model.convert import to_json
@@ -33,7 +33,7 @@ from .._model.task import BackupTask, TaskState
 from ..exceptions import InsufficientSpaceError, RepoBackupError, backend_errors
 from .blobs import BlobPump, BlobTransfer, SeenBlobs
 from .context import RunContext
-from .resume import find_leftover, keep_for_resume
+from .resume import discard_leftover, find_leftover, keep_for_resume
 from .tally import ErrorScope, Phase, RunState
 
 __all__ = ["backup_name", "default_since", "record_key", "run_backup"]
@@ -204,8 +204,7 @@ def run_backup(context: RunContext, task: BackupTask, run: RunState, started: da
             f"resumed an interrupted run: {pump.resumed} blobs it had stored were checked "
             "and reused"
         )
-        with contextlib.suppress(Exception):
-            Store(plan.fs).remove(leftover, recursive=True)
+        discard_leftover(plan.fs, leftover)
     return plan.location
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import posixpath
+import threading
+import uuid
 from typing import Any
 
 from fsspec.implementations.local import LocalFileSystem
@@ -16,7 +18,13 @@ from .._archive.layout import BACKUP_NAME
 from .._archive.manifest import MANIFEST
 from .._archive.store import Store, parse_partial
 
-__all__ = ["find_leftover", "keep_for_resume", "resume_folder"]
+__all__ = [
+    "discard_leftover",
+    "find_leftover",
+    "keep_for_resume",
+    "resume_folder",
+    "wait_for_cleanups",
+]
 
 
 def resume_folder(task_dir: str, task_name: str) -> str:
@@ -63,12 +71,58 @@ def keep_for_resume(
     return f"{posixpath.basename(root)}, now {posixpath.basename(keep)}"
 
 
+DONE = ".done-"
+_cleanups: list[threading.Thread] = []
+_cleanups_lock = threading.Lock()
+
+
+def wait_for_cleanups() -> None:
+    """Wait until the removals `discard_leftover` started have ended (an engine's close)."""
+    with _cleanups_lock:
+        threads, _cleanups[:] = list(_cleanups), []
+    for thread in threads:
+        thread.join()
+
+
+def discard_leftover(fs: Any, path: str) -> None:
+    """Remove what is left of an interrupted run once a resumed one committed.
+
+    On a local disk the folder is renamed out of the way at once and removed on a thread
+    of its own: removing thousands of emptied folders takes seconds the run need not wait
+    for. Whatever a process that ends first leaves, the next run removes (`find_leftover`).
+    """
+    store = Store(fs)
+    if not isinstance(fs, LocalFileSystem):
+        with contextlib.suppress(Exception):
+            store.remove(path, recursive=True)
+        return
+    done = f"{path}{DONE}{uuid.uuid4().hex[:12]}"
+    try:
+        store.move(path, done)
+    except Exception:
+        return
+
+    def remove() -> None:
+        with contextlib.suppress(Exception):
+            store.remove(done, recursive=True)
+
+    thread = threading.Thread(target=remove, name="repobackup-cleanup", daemon=True)
+    with _cleanups_lock:
+        _cleanups.append(thread)
+    thread.start()
+
+
 def find_leftover(fs: Any, task_dir: str, task_name: str, *, not_named: str = "") -> str | None:
     """The interrupted folder backup of *task_name* a new run (named *not_named*) may take
     blobs from."""
     store = Store(fs)
     if isinstance(fs, LocalFileSystem):
         keep = resume_folder(task_dir, task_name)
+        done = posixpath.basename(keep) + DONE
+        for entry in list_names(fs, task_dir):
+            if entry.startswith(done):
+                with contextlib.suppress(Exception):
+                    store.remove(posixpath.join(task_dir, entry), recursive=True)
         return keep if store.exists(keep) else None
     # Written in place: the newest folder named like a backup of the task, with no
     # manifest, newer than its newest complete backup.
