@@ -28,6 +28,7 @@ def make_repository(folder: Path, size: int) -> None:
 
     blobs = folder / "blobs"
     staging = folder / "staging"
+    folder.mkdir(parents=True)
     digest = hashlib.sha256()
     text = b"".join(f"{n:08d} a line of text in a big file\n".encode() for n in range(BLOCK // 40))
     with staging.open("wb") as out:
