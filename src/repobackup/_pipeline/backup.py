@@ -33,7 +33,7 @@ from .._model.task import BackupTask, TaskState
 from ..exceptions import InsufficientSpaceError, RepoBackupError, backend_errors
 from .blobs import BlobPump, BlobTransfer, SeenBlobs
 from .context import RunContext
-from .resume import discard_leftover, find_leftover, keep_for_resume
+from .resume import adopt, discard_leftover, find_leftover, keep_for_resume, prune
 from .tally import ErrorScope, Phase, RunState
 
 __all__ = ["backup_name", "default_since", "record_key", "run_backup"]
@@ -158,6 +158,10 @@ def run_backup(context: RunContext, task: BackupTask, run: RunState, started: da
         writer = ZipWriter(plan.fs, plan.path, plan.location, workers=context.workers(plan.fs))
     else:
         writer = FolderWriter(plan.fs, plan.path, plan.location)
+    adopted = leftover is not None and _adopt(writer, plan, leftover)
+    if adopted:
+        assert isinstance(writer, FolderWriter)
+        leftover = writer.root
     seen = SeenBlobs()
     transfer = BlobTransfer(
         context,
@@ -176,6 +180,9 @@ def run_backup(context: RunContext, task: BackupTask, run: RunState, started: da
         run.progress(Phase.BLOBS, force=True)
         pump.drain()
         run.progress(Phase.COMMIT, force=True)
+        if adopted:
+            assert isinstance(writer, FolderWriter)
+            prune(writer.root, seen.__contains__)
         manifest = _manifest(
             context,
             task=task,
@@ -204,8 +211,21 @@ def run_backup(context: RunContext, task: BackupTask, run: RunState, started: da
             f"resumed an interrupted run: {pump.resumed} blobs it had stored were checked "
             "and reused"
         )
-        discard_leftover(plan.fs, leftover)
+        if not adopted:
+            discard_leftover(plan.fs, leftover)
     return plan.location
+
+
+def _adopt(writer: BackupWriter, plan: _Plan, leftover: str) -> bool:
+    """Take the interrupted run's folder as this backup's (see `adopt`); False when it is
+    reused blob by blob instead."""
+    if not isinstance(writer, FolderWriter):
+        return False
+    try:
+        return adopt(plan.fs, leftover, writer.root)
+    except OSError:
+        writer.store.makedirs(writer.root)
+        return False
 
 
 def _abort(writer: BackupWriter, plan: _Plan, task: BackupTask) -> None:

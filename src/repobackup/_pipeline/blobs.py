@@ -161,6 +161,14 @@ class SeenBlobs:
         cursor = self._db.execute("INSERT OR IGNORE INTO seen VALUES (?)", (bytes.fromhex(sha256),))
         return cursor.rowcount == 1
 
+    def __contains__(self, sha256: str) -> bool:
+        try:
+            key = bytes.fromhex(sha256)
+        except ValueError:
+            return False
+        row = self._db.execute("SELECT 1 FROM seen WHERE sha = ?", (key,)).fetchone()
+        return row is not None
+
     def close(self) -> None:
         self._db.close()
 

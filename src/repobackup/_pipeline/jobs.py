@@ -322,8 +322,9 @@ def _pack(
 def _reuse(
     leftover: tuple[Any, str], folder: tuple[Any, str], sha256: str, size: int
 ) -> Stored | None:
-    """Move the blob an interrupted run stored into this backup, after checking its size
-    and sha256; None when it is not there whole."""
+    """Move the blob an interrupted run stored into this backup (or keep it where it lies,
+    in an adopted folder), after checking its size and sha256; None when it is not there
+    whole."""
     old_fs, old_root = leftover
     fs, root = folder
     member = blob_member(sha256, compressed=False)
@@ -338,8 +339,9 @@ def _reuse(
         if digest.hexdigest() != sha256:
             return None
         new = posixpath.join(root, member)
-        fs.makedirs(posixpath.dirname(new), exist_ok=True)
-        fs.mv(old, new)
+        if new != old:
+            fs.makedirs(posixpath.dirname(new), exist_ok=True)
+            fs.mv(old, new)
     except (OSError, RepoBackupError, ValueError):
         return None
     return Stored(sha256, size, 0, reused=True)

@@ -6,20 +6,24 @@ On a local disk they wait in ``.<task>.resume``; on an object store in the run's
 from __future__ import annotations
 
 import contextlib
+import os
 import posixpath
 import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from fsspec.implementations.local import LocalFileSystem
 
 from .._archive.catalog import list_names
-from .._archive.layout import BACKUP_NAME
+from .._archive.layout import BACKUP_NAME, SHA256
 from .._archive.manifest import MANIFEST
 from .._archive.store import Store, parse_partial
 
 __all__ = [
+    "adopt",
     "discard_leftover",
+    "prune",
     "find_leftover",
     "keep_for_resume",
     "resume_folder",
@@ -134,3 +138,29 @@ def find_leftover(fs: Any, task_dir: str, task_name: str, *, not_named: str = ""
             return None
         return path if store.exists(posixpath.join(path, "blobs")) else None
     return None
+
+
+def adopt(fs: Any, leftover: str, root: str) -> bool:
+    """On a local disk, make the interrupted run's folder this run's (just made, empty)
+    *root*: one rename, and its blobs are checked where they lie. Its records members go:
+    this run writes its own. False (nothing done) elsewhere."""
+    if not isinstance(fs, LocalFileSystem):
+        return False
+    for entry in os.listdir(leftover):
+        if entry != "blobs":
+            Store(fs).remove(posixpath.join(leftover, entry), recursive=True)
+    os.rmdir(root)
+    os.rename(leftover, root)
+    return True
+
+
+def prune(root: str, wanted: Callable[[str], bool]) -> int:
+    """Remove the blob files under an adopted *root* that this run did not back up (the
+    interrupted run's selection may have been wider, a write may have been cut short)."""
+    removed = 0
+    for folder, _, files in os.walk(posixpath.join(root, "blobs")):
+        for name in files:
+            if not (SHA256.fullmatch(name) and wanted(name)):
+                os.remove(os.path.join(folder, name))
+                removed += 1
+    return removed
