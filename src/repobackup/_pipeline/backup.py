@@ -39,6 +39,7 @@ from .tally import ErrorScope, Phase, RunState
 __all__ = ["backup_name", "default_since", "record_key", "run_backup"]
 
 _package = "repobackup"
+REMOTE_IN_FLIGHT = 32  # jobs in flight per worker on an executor of other processes
 
 
 @attrs.frozen
@@ -171,7 +172,10 @@ def run_backup(context: RunContext, task: BackupTask, run: RunState, started: da
         workers=context.workers(plan.fs),
         leftover=(plan.fs, leftover) if leftover is not None else None,
     )
-    pump = BlobPump(run, transfer, context.workers(plan.fs) * 4)
+    # A job on another process or machine takes milliseconds to hand over and come back:
+    # more in flight keep its workers busy meanwhile.
+    in_flight = context.workers(plan.fs) * (4 if not transfer.remote else REMOTE_IN_FLIGHT)
+    pump = BlobPump(run, transfer, in_flight)
     try:
         run.progress(Phase.RECORDS, force=True)
         tree, members = _write_members(
