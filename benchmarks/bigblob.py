@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -24,7 +25,7 @@ BLOCK = 4 * MIB
 def make_repository(folder: Path, size: int) -> None:
     """A repository holding one file of *size* bytes, written in blocks (half text-like, half
     random, so that zstd has work to do), its blob put in place beside the database."""
-    from repobackup import Record, Scope, SqliteRepository
+    from repobackup import Record, SqliteRepository
 
     blobs = folder / "blobs"
     staging = folder / "staging"
@@ -50,10 +51,9 @@ def make_repository(folder: Path, size: int) -> None:
         repo.put_repository("p", "r")
         record = Record(
             collection="node", key="/big.bin", document={"fullPath": "/big.bin"},
-            project_id="p", repo_name="r", blob=sha, size=size,
+            project_id="p", repo_name="r", blob=sha, size=size, modified=datetime.now(UTC),
         )  # fmt: skip
         repo.apply([record], "OVERWRITE")
-    del Scope
 
 
 def child(spec: dict[str, object]) -> dict[str, object]:

@@ -158,6 +158,22 @@ class TestDask:
         # Nothing the workers spooled is left beside the backup.
         assert not [p for p in s3.filesystem().find(bucket) if ".spool" in p]
 
+    def test_the_command_line_flag(
+        self, cluster: Any, source: SqliteRepository, tmp_path: Path
+    ) -> None:
+        """``repobackup backup --dask-scheduler ADDRESS`` runs its blob jobs on the cluster."""
+        from distributed import get_task_stream
+
+        address = cluster.scheduler.address
+        args = ("backup", "-r", tmp_path / "source.db", "--store", tmp_path / "store",
+                "--name", "nightly", "--all", "--compress", "--json")  # fmt: skip
+        with get_task_stream(cluster) as stream:
+            done = subprocess.run(cli(*args, "--dask-scheduler", address), capture_output=True,
+                                  text=True, timeout=120, check=False)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["counts"]["blobsWritten"] == BLOBS
+        assert [task for task in stream.data if str(task["key"]).startswith("run_job")]
+
 
 # --- Resumable runs ----------------------------------------------------------------------------
 
