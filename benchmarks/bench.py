@@ -247,8 +247,10 @@ class Bench:
         spec = {"op": "backup", "db": str(db), "blobs": str(blobs), "store": str(out),
                 "name": "resumed", "tasks": str(out.with_suffix(".tasks.sqlite")),
                 "workers": self.args.workers}  # fmt: skip
-        child = subprocess.Popen([sys.executable, str(RUNS), json.dumps(spec)],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        log = out.with_suffix(".first-run.log")
+        with log.open("w") as errors:
+            child = subprocess.Popen([sys.executable, str(RUNS), json.dumps(spec)],
+                                     stdout=errors, stderr=errors)  # fmt: skip
         stored = 0
         # Blobs are counted in the run's hidden folder, a scan of a few thousand entries:
         # cheap beside the backup, and the kill comes within a few percent of 90%.
@@ -260,9 +262,12 @@ class Bench:
                     for partial in (out / "resumed").glob(".resumed-*.partial")
                     for _, _, files in os.walk(partial / "blobs")
                 )
+        ended = child.poll()
         child.kill()
         child.wait()
         self.say(f"  (killed the first run with {stored} of {total} blobs stored)")
+        if ended is not None:
+            self.say(f"  (the first run had ended first, exit {ended}: {log.read_text()[-800:]})")
         return self.backup(label, out, db, blobs, compression=False, name="resumed",
                            tasks=spec["tasks"])  # fmt: skip
 
