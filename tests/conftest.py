@@ -85,6 +85,7 @@ def _archive_source(tmp_path: typing.Any) -> collections.abc.Iterator[typing.Any
 
 if typing.TYPE_CHECKING:
     from faultproxy import FaultProxy
+
     from faults import FaultPlan
 
 
