@@ -264,6 +264,11 @@ class FolderWriter:
     def __repr__(self) -> str:
         return f"<FolderWriter {self.location!r}>"
 
+    @property
+    def root(self) -> str:
+        """The folder members are written under (hidden until commit on a local disk)."""
+        return self._root
+
     def _path_made(self, member: str) -> str:
         """The full path of *member*, its folder created once."""
         path = posixpath.join(self._root, member)

@@ -58,7 +58,7 @@ from .zipformat import (
     ZIP64_LIMIT,
 )
 
-__all__ = ["ZipWriter", "worth_compressing"]
+__all__ = ["ZipWriter", "not_worth_trying", "worth_compressing"]
 
 LEVEL = 3  # zstd level: most of the gain of higher levels at a fraction of the time
 SAMPLE = 64 * 1024  # the head of a blob compressed to tell whether the rest is worth it
@@ -98,7 +98,7 @@ def worth_compressing(sample: bytes) -> bool:
     Known compressed formats are recognised by their magic bytes; anything else is judged by
     how much its sample shrinks at a fast level.
     """
-    if _not_worth_trying(sample):
+    if not_worth_trying(sample):
         return False
     head = sample[:SAMPLE]
     # A context is not safe to share between threads, and costly to make for every blob.
@@ -108,7 +108,7 @@ def worth_compressing(sample: bytes) -> bool:
     return len(probe.compress(head)) <= len(head) * WORTH
 
 
-def _not_worth_trying(sample: bytes) -> bool:
+def not_worth_trying(sample: bytes) -> bool:
     """Whether content starting with *sample* is too small or compressed already."""
     if len(sample) < TINY or sample.startswith(_COMPRESSED_MAGIC):
         return True
@@ -302,6 +302,8 @@ class ZipWriter:
         self.fs = fs
         self.location = location
         self._final = path
+        #: The zip's final path on *fs* (workers spool members beside it).
+        self.final_path = path
         self._local = isinstance(fs, LocalFileSystem)
         parent = posixpath.dirname(path)
         self._target = partial_path(path) if self._local else path
@@ -379,7 +381,7 @@ class ZipWriter:
                     # A small blob is at hand whole: compressing it once at the real level
                     # tells what it gains, at less cost than a probe and then the real pass.
                     data = bytes(head)
-                    packed = b"" if _not_worth_trying(data) else self._compressor().compress(data)
+                    packed = b"" if not_worth_trying(data) else self._compressor().compress(data)
                     compress = 0 < len(packed) <= len(data) * WORTH  # a frame is never empty
                     sink.write(packed if compress else data)
                 elif compress := worth_compressing(bytes(head[:SAMPLE])):
@@ -397,6 +399,19 @@ class ZipWriter:
             self._release(key)
             raise
         return sink.size
+
+    def append_member(self, member: str, crc: int, size: int, content: IO[bytes]) -> None:
+        """Append a member made elsewhere (a worker compressed it), its CRC-32 and size
+        known: the bytes of *content* are copied as they are."""
+        check_member_path(member)
+        self._reserve(member)
+        sink = _Sink(content, hashing=False)
+        sink.crc, sink.size = crc, size
+        try:
+            self._append(member, content, sink)
+        except BaseException:
+            self._release(member)
+            raise
 
     def commit(self, manifest: Manifest | Mapping[str, Any]) -> None:
         """Append ``manifest.json`` and the central directory, then make the zip visible."""

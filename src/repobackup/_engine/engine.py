@@ -31,8 +31,9 @@ from .._model.task import (
 )
 from .._model.times import local_zone
 from .._pipeline.backup import run_backup
-from .._pipeline.context import RunContext
+from .._pipeline.context import RunContext, default_workers
 from .._pipeline.restore import run_restore
+from .._pipeline.resume import wait_for_cleanups
 from .._pipeline.tally import Phase, Progress, RunState
 from .._tasks.store import MemoryTaskStore, TaskStore
 from ..exceptions import RepoBackupError, TaskNotFoundError
@@ -74,7 +75,10 @@ class Engine:
         self.tasks: TaskStore = tasks if tasks is not None else MemoryTaskStore()
         self.tz = tz or local_zone()
         self._clock = clock
-        self.max_workers = max_workers or 4
+        # None: each run chooses by its store (every core on a local disk, more on an
+        # object store); the task pool and verify use every core.
+        self._run_workers = max_workers
+        self.max_workers = max_workers or default_workers()
         self.executor = executor
         self.on_progress = on_progress
         self.storage_options = dict(storage_options or {})
@@ -193,7 +197,7 @@ class Engine:
             with self._runner_lock:
                 if self._runner is None:
                     self._runner = ThreadPoolExecutor(
-                        max_workers=self.max_workers, thread_name_prefix="repobackup-task"
+                        max_workers=self._run_workers, thread_name_prefix="repobackup-task"
                     )
                 return self._runner.submit(self._run_claimed, task, owner)
         except BaseException as exc:
@@ -228,6 +232,7 @@ class Engine:
             runner, self._runner = self._runner, None
         if runner is not None:
             runner.shutdown(wait=True)
+        wait_for_cleanups()
 
     def __enter__(self) -> Engine:
         return self
@@ -283,7 +288,7 @@ class Engine:
             target=self.target,
             storage_options=self.storage_options,
             executor=self.executor,
-            max_workers=self.max_workers,
+            max_workers=self._run_workers,
             tz=self.tz,
             now=self.now,
             history=self.tasks.runs,

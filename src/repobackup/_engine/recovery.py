@@ -15,10 +15,12 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 import attrs
+from fsspec.implementations.local import LocalFileSystem
 
-from .._archive.layout import task_folder
+from .._archive.layout import STAMP_FORMAT, task_folder
 from .._archive.retention import abort_uploads, remove_leftovers
 from .._model.task import BackupTask, ExecutionStrategy, RunError, RunSummary, TaskState, TaskType
+from .._pipeline.resume import find_leftover, keep_for_resume
 from .._tasks.store import TaskStore
 from ..exceptions import TaskNotFoundError
 
@@ -99,15 +101,26 @@ class Recovery:
     def _remove_leftovers(self, task: BackupTask, started: datetime, now: datetime) -> list[str]:
         try:
             fs, folder = task_folder(task.store_location, task.name, self.storage_options)
+            kept = None
+            if not task.content.compression:
+                # A folder backup's blobs are kept for the next run to resume from.
+                stamp = started.astimezone(self.tz).strftime(STAMP_FORMAT)
+                if isinstance(fs, LocalFileSystem):
+                    kept = keep_for_resume(fs, folder, task.name, since=stamp)
+                elif find_leftover(fs, folder, task.name) is not None:
+                    return ["kept what the interrupted run stored for the next run to resume"]
             removed = remove_leftovers(fs, folder, task.name, started, self.tz, until=now)
             removed += abort_uploads(fs, folder, task.name, started, self.tz, until=now)
         except Exception as exc:
             log.warning("task %s: could not remove what its interrupted run left: %s", task.id, exc)
             return [f"could not remove what the interrupted run left: {exc}"]
-        if not removed:
-            return []
-        names = ", ".join(posixpath.basename(path) for path in removed)
-        return [f"removed what the interrupted run left: {names}"]
+        notes = []
+        if kept is not None:
+            notes.append(f"kept what the interrupted run stored for the next run ({kept})")
+        if removed:
+            names = ", ".join(posixpath.basename(path) for path in removed)
+            notes.append(f"removed what the interrupted run left: {names}")
+        return notes
 
     def _remove_temporary_blobs(self, task_id: str, started: datetime, now: datetime) -> list[str]:
         """Remove the ``*.tmp`` files a killed restore left in the target's blob store. With

@@ -36,11 +36,13 @@ from .._model.task import BackupTask, ProjectContentInfo, TaskState
 from ..exceptions import InsufficientSpaceError, RepoBackupError, backend_errors
 from .blobs import BlobPump, BlobTransfer, SeenBlobs
 from .context import RunContext
+from .resume import adopt, discard_leftover, find_leftover, keep_for_resume, prune
 from .tally import ErrorScope, Phase, RunState
 
 __all__ = ["absent_ids", "backup_name", "default_since", "file_of", "record_key", "run_backup"]
 
 _package = "repobackup"
+REMOTE_IN_FLIGHT = 32  # jobs in flight per worker on an executor of other processes
 
 
 @attrs.frozen
@@ -270,13 +272,30 @@ def _write(
     context: RunContext, task: BackupTask, run: RunState, plan: _Plan, started: datetime
 ) -> None:
     writer: BackupWriter
+    leftover = None
+    if not task.content.compression:
+        leftover = find_leftover(plan.fs, plan.task_dir, task.name, not_named=plan.name)
     if task.content.compression:
-        writer = ZipWriter(plan.fs, plan.path, plan.location, workers=context.max_workers)
+        writer = ZipWriter(plan.fs, plan.path, plan.location, workers=context.workers(plan.fs))
     else:
         writer = FolderWriter(plan.fs, plan.path, plan.location)
+    adopted = leftover is not None and _adopt(writer, plan, leftover)
+    if adopted:
+        assert isinstance(writer, FolderWriter)
+        leftover = writer.root
     seen = SeenBlobs()
-    transfer = BlobTransfer(context, context.source, writer, run)
-    pump = BlobPump(run, transfer, context.max_workers * 4)
+    transfer = BlobTransfer(
+        context,
+        context.source,
+        writer,
+        run,
+        workers=context.workers(plan.fs),
+        leftover=(plan.fs, leftover) if leftover is not None else None,
+    )
+    # A job on another process or machine takes milliseconds to hand over and come back:
+    # more in flight keep its workers busy meanwhile.
+    in_flight = context.workers(plan.fs) * (4 if not transfer.remote else REMOTE_IN_FLIGHT)
+    pump = BlobPump(run, transfer, in_flight)
     try:
         run.progress(Phase.RECORDS, force=True)
         tree, members = _write_members(
@@ -285,8 +304,18 @@ def _write(
         run.progress(Phase.BLOBS, force=True)
         pump.drain()
         run.progress(Phase.COMMIT, force=True)
+        if adopted:
+            assert isinstance(writer, FolderWriter)
+            prune(writer.root, seen.__contains__)
         manifest = _manifest(
-            context, task=task, run=run, plan=plan, started=started, tree=tree, members=members
+            context,
+            task=task,
+            run=run,
+            plan=plan,
+            started=started,
+            tree=tree,
+            members=members,
+            resumed=(pump.resumed, pump.resumed_bytes),
         )
         if not run.holds_lease():
             raise RepoBackupError(
@@ -296,11 +325,40 @@ def _write(
         writer.commit(manifest)
     except BaseException:
         pump.cancel()
-        writer.abort()
+        _abort(writer, plan, task)
         raise
     finally:
         transfer.shutdown()
         seen.close()
+    if leftover is not None:
+        run.notes.append(
+            f"resumed an interrupted run: {pump.resumed} blobs it had stored were checked "
+            "and reused"
+        )
+        if not adopted:
+            discard_leftover(plan.fs, leftover)
+
+
+def _adopt(writer: BackupWriter, plan: _Plan, leftover: str) -> bool:
+    """Take the interrupted run's folder as this backup's (see `adopt`); False when it is
+    reused blob by blob instead."""
+    if not isinstance(writer, FolderWriter):
+        return False
+    try:
+        return adopt(plan.fs, leftover, writer.root)
+    except OSError:
+        writer.store.makedirs(writer.root)
+        return False
+
+
+def _abort(writer: BackupWriter, plan: _Plan, task: BackupTask) -> None:
+    """Discard a failed backup, keeping the blobs a folder backup stored for the next run
+    to resume from (see `keep_for_resume`)."""
+    if isinstance(writer, FolderWriter):
+        with contextlib.suppress(Exception):
+            if keep_for_resume(plan.fs, plan.task_dir, task.name, writer.root) is not None:
+                return
+    writer.abort()
 
 
 def _write_members(
@@ -362,6 +420,7 @@ def _manifest(
     started: datetime,
     tree: dict[str, list[str]],
     members: list[Member],
+    resumed: tuple[int, int] = (0, 0),
 ) -> Manifest:
     since = plan.since
     return Manifest(
@@ -381,8 +440,8 @@ def _manifest(
         projects=tree,
         members=tuple(members),
         blobs=BlobTally(
-            count=run.counts.blobs_written,
-            bytes=run.counts.bytes_read,
+            count=run.counts.blobs_written + resumed[0],
+            bytes=run.counts.bytes_read + resumed[1],
             failed=tuple(run.failed_blobs()),
         ),
         failed_records=tuple(run.failed_records()),

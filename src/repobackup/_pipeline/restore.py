@@ -5,6 +5,7 @@ Records go in batches, each batch's missing blobs first; nothing in the archive 
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -14,8 +15,8 @@ import zstandard
 
 from .._archive.bkrepo import BkrepoProblem
 from .._archive.bkrepo_reader import BkrepoReader
-from .._archive.catalog import open_backup_chain
-from .._archive.layout import CHUNK, BackupReader, blob_member, line_to_record, record_member
+from .._archive.catalog import open_backup, open_backup_chain
+from .._archive.layout import CHUNK, BackupReader, line_to_record, record_member
 from .._archive.manifest import failed_blobs_of, projects_of
 from .._archive.verify import check_records_member
 from .._backends.protocols import Outcome, Record, Scope, Target
@@ -29,8 +30,9 @@ from ..exceptions import (
     store_errors,
 )
 from .backup import absent_ids, backup_name, file_of, record_key
-from .blobs import SmallBlobs, VerifiedChunks, each, reason
+from .blobs import SmallBlobs, reason
 from .context import RunContext
+from .jobs import BlobCodec, Here, RestoreJob, run_job
 from .tally import ErrorScope, FastFail, RunState
 
 __all__ = ["run_restore"]
@@ -46,14 +48,37 @@ def run_restore(context: RunContext, task: BackupTask, run: RunState) -> str:
     chain = open_backup_chain(task.store_location, context.storage_options, zone=context.tz)
     if len(chain) > 1:
         run.notes.append("restored the chain " + " → ".join(backup_name(r.location) for r in chain))
-    pool = ThreadPoolExecutor(context.max_workers, thread_name_prefix="repobackup-restore")
+    remote = context.executor is not None
+    reopen_target = getattr(target, "reopener", None) if remote else None
+    target_opener = reopen_target() if callable(reopen_target) else None
+    own = None
+    if context.executor is not None and target_opener is not None:
+        pool: Executor = context.executor
+    else:
+        if remote:
+            run.notes.append(
+                "blobs moved on threads, not on the given executor: "
+                "the target cannot be reopened elsewhere"
+            )
+        pool = own = ThreadPoolExecutor(
+            context.workers(chain[-1].fs if hasattr(chain[-1], "fs") else None),
+            thread_name_prefix="repobackup-restore",
+        )
     try:
         check_selection(task, chain, run)
         for reader in chain:
             kind = _BkrepoRestore if isinstance(reader, BkrepoReader) else _Restore
-            kind(target, task, reader, run, pool).run()
+            kind(
+                target,
+                task=task,
+                reader=reader,
+                run=run,
+                pool=pool,
+                openers=_openers(reader, target, target_opener),
+            ).run()
     finally:
-        pool.shutdown(wait=True)
+        if own is not None:
+            own.shutdown(wait=True)
         for reader in chain:
             reader.close()
     return chain[-1].location
@@ -81,6 +106,17 @@ def check_selection(task: BackupTask, chain: list[BackupReader], run: RunState) 
             + (" and it holds no common data" if task.content.common_data else "")
             + "; nothing was restored"
         )
+
+
+def _openers(reader: BackupReader, target: Target, target_opener: Any) -> tuple[Any, Any]:
+    """How a job reaches the backup and the target: reopened where the executor runs it,
+    or these very objects on threads here."""
+    if target_opener is None or isinstance(reader, BkrepoReader):
+        return Here(reader), Here(target)
+    fs, path = getattr(reader, "fs", None), getattr(reader, "path", None)
+    if fs is None or path is None:
+        return Here(reader), Here(target)
+    return functools.partial(open_backup, fs, path, reader.location), target_opener
 
 
 def _member_scope(reader: BackupReader, entry: Any, compressed: bool) -> tuple[Scope, str]:
@@ -146,7 +182,14 @@ class _Restore:
     """Restores one backup: records in batches, each batch's missing blobs first."""
 
     def __init__(
-        self, target: Target, task: BackupTask, reader: BackupReader, run: RunState, pool: Executor
+        self,
+        target: Target,
+        *,
+        task: BackupTask,
+        reader: BackupReader,
+        run: RunState,
+        pool: Executor,
+        openers: tuple[Any, Any],
     ) -> None:
         self.target = target
         self.task = task
@@ -155,6 +198,8 @@ class _Restore:
         self.pool = pool
         self.compressed = bool(reader.manifest.get("compression"))
         self.failed_blobs = failed_blobs_of(reader.manifest)
+        self.openers = openers
+        self.codec = BlobCodec(compress=self.compressed)
 
     def run(self) -> None:
         tree = projects_of(self.reader.manifest, self.reader.location)
@@ -192,31 +237,6 @@ class _Restore:
             for batch in _batches(records):
                 self.batch(batch)
 
-    def blob(self, sha256: str) -> None:
-        reader = self.reader
-        member, file = self._open_blob(sha256)
-        with store_errors(f"reading {member}"), file:
-            chunks = VerifiedChunks(file, sha256, f"{reader.location}: {member}")
-            with backend_errors(f"writing blob {sha256}"):
-                written = self.target.write_blob(sha256, chunks)
-        self.run_state.add(blobs_written=1, bytes_read=chunks.size, bytes_written=written)
-
-    def _open_blob(self, sha256: str) -> tuple[str, IO[bytes]]:
-        """The member holding the blob, opened. Whether a member exists is asked only when
-        opening it fails: each question is a stat or a query of a zip's index, and a restore
-        asks for every blob."""
-        members = [blob_member(sha256, compressed=False)]
-        if self.compressed:
-            members.append(blob_member(sha256, compressed=True))
-        for member in members:
-            try:
-                with store_errors(f"reading {member}"):
-                    return member, _open_member(self.reader, member)
-            except RepoBackupError:
-                if self.reader.exists(member):
-                    raise
-        raise ArchiveError(f"blob {sha256} is missing from the backup")
-
     def batch(self, batch: list[Record]) -> None:
         """Restore one batch of records: first the blobs the target lacks, then the records
         whose blobs are there."""
@@ -249,10 +269,11 @@ class _Restore:
         needed = sorted({r.blob for r in batch if r.blob is not None and not r.deleted})
         sizes = {r.blob: r.size for r in batch}
         small = SmallBlobs()
-        jobs: list[tuple[list[str], Future[list[Exception | None]]]] = []
+        jobs: list[tuple[list[str], Future[list[Any]]]] = []
 
         def submit(group: list[str]) -> None:
-            jobs.append((group, self.pool.submit(each, self.blob, group)))
+            job = RestoreJob(*self.openers, tuple(group), self.codec)
+            jobs.append((group, self.pool.submit(run_job, job)))
 
         bad: set[str] = set()
         for sha in needed:
@@ -275,16 +296,18 @@ class _Restore:
             submit(group)
         for group, future in jobs:
             try:
-                errors = future.result()
+                outcomes = future.result()
             except FastFail:
                 raise
             except Exception as exc:
-                errors = [exc] * len(group)
-            for sha, error in zip(group, errors, strict=True):
-                if error is not None:
+                outcomes = [exc] * len(group)
+            for sha, outcome in zip(group, outcomes, strict=True):
+                if isinstance(outcome, Exception):
                     bad.add(sha)
                     run.add(blobs_failed=1)
-                    run.fail(ErrorScope.BLOB, sha, reason(error))
+                    run.fail(ErrorScope.BLOB, sha, reason(outcome))
+                else:
+                    run.add(blobs_written=1, bytes_read=outcome.read, bytes_written=outcome.written)
         return bad
 
 
@@ -323,13 +346,3 @@ class _BkrepoRestore(_Restore):
         elif len(self.run_state.notes) < 100:
             where = f"{self.reader.location}: {problem.where}"
             self.run_state.notes.append(f"{where}: {problem.message}, not read")
-
-    def _open_blob(self, sha256: str) -> tuple[str, IO[bytes]]:
-        member = self.reader.blob_member(sha256)
-        try:
-            with store_errors(f"reading {member}"):
-                return member, self.reader.open(member)
-        except RepoBackupError:
-            if self.reader.exists(member):
-                raise
-        raise ArchiveError(f"blob {sha256} is missing from the backup's bk+store")

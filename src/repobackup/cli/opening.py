@@ -8,6 +8,7 @@ import contextlib
 import getpass
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -150,6 +151,7 @@ def open_engine(
         repository,
         tasks=tasks,
         max_workers=args.workers,
+        executor=dask_executor(stack, getattr(args, "dask_scheduler", None)),
         on_progress=on_progress,
         on_finish=on_finish,
         storage_options=storage_options(args),
@@ -159,6 +161,34 @@ def open_engine(
     )
     stack.callback(engine.close)
     return engine
+
+
+#: dask retries a job whose worker died this many times; a job run twice does no harm.
+DASK_RETRIES = 3
+DASK_TIMEOUT = 30
+
+
+def dask_executor(stack: contextlib.ExitStack, address: str | None) -> Executor | None:
+    """``--dask-scheduler``: an executor on the dask.distributed cluster at *address*."""
+    if not address:
+        return None
+    try:
+        import distributed
+    except ImportError:
+        raise UsageError(
+            "--dask-scheduler needs dask.distributed: pip install 'repobackup[dask]'"
+        ) from None
+    try:
+        client = distributed.Client(  # type: ignore[no-untyped-call]
+            address, timeout=DASK_TIMEOUT, set_as_default=False
+        )
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise UsageError(f"--dask-scheduler: cannot reach {address!r}: {exc}") from None
+    stack.callback(client.close)
+    executor: Executor = client.get_executor(  # type: ignore[no-untyped-call]
+        pure=False, retries=DASK_RETRIES
+    )
+    return executor
 
 
 def recover(engine: Engine, out: Output) -> None:

@@ -128,7 +128,17 @@ def _repository_options() -> argparse.ArgumentParser:
         "else kept in memory)",
     )
     repository.add_argument(
-        "--workers", type=positive, metavar="N", help="blob copies in parallel (default 4)"
+        "--workers",
+        type=positive,
+        metavar="N",
+        help="blob copies in parallel (default: every core on a local store, 4 per core "
+        "on an object store)",
+    )
+    repository.add_argument(
+        "--dask-scheduler",
+        metavar="ADDRESS",
+        help="run the blob copies on the dask.distributed cluster whose scheduler is at "
+        "ADDRESS, e.g. tcp://10.0.0.5:8786 (needs repobackup[dask]; see docs/scaling.md)",
     )
     return repository
 
