@@ -13,9 +13,16 @@ from typing import IO, Any
 import zstandard
 
 from .._archive.catalog import open_backup_chain
-from .._archive.layout import CHUNK, BackupReader, blob_member, line_to_record, record_member
+from .._archive.layout import (
+    CHUNK,
+    BackupReader,
+    blob_member,
+    bounded,
+    line_to_record,
+    record_member,
+)
 from .._archive.manifest import failed_blobs_of, projects_of
-from .._archive.verify import check_records_member
+from .._archive.verify import check_records_member, record_lines
 from .._backends.protocols import Outcome, Record, Scope, Target
 from .._model.select import select
 from .._model.task import BackupTask
@@ -94,9 +101,11 @@ def _restore_records(
 ) -> Iterator[Record]:
     with store_errors(f"reading {member}"), _open_member(reader, member) as raw:
         stream = io.BufferedReader(raw, CHUNK)  # type: ignore[type-var]
-        for number, line in enumerate(stream, start=1):
+        for number, line in record_lines(stream):
             where = f"{member}:{number}"
             try:
+                if line is None:
+                    raise ArchiveError(f"{where}: line longer than the limit, not restored")
                 yield line_to_record(line, where, scope, collection)
             except ArchiveError as exc:
                 run.add(records_failed=1)
@@ -127,6 +136,7 @@ class _Restore:
         self.pool = pool
         self.compressed = bool(reader.manifest.get("compression"))
         self.failed_blobs = failed_blobs_of(reader.manifest)
+        self.sizes: dict[str, int] = {}
 
     def run(self) -> None:
         tree = projects_of(self.reader.manifest, self.reader.location)
@@ -153,7 +163,7 @@ class _Restore:
                 continue
             try:
                 check_records_member(self.reader, entry)
-            except ArchiveError as exc:
+            except RepoBackupError as exc:  # missing, unreadable, corrupt: this member only
                 records = entry.get("records")
                 run.add(records_failed=records if isinstance(records, int) else 0)
                 run.fail(ErrorScope.MEMBER, entry["path"], exc.message)
@@ -166,7 +176,10 @@ class _Restore:
 
     def blob(self, sha256: str) -> None:
         reader = self.reader
-        member, file = self._open_blob(sha256)
+        member, opened = self._open_blob(sha256)
+        # Never read past the size the record declares: a small member that inflates to
+        # gigabytes stops one byte past it.
+        file = bounded(opened, self.sizes.get(sha256, 0), f"{reader.location}: {member}")
         with store_errors(f"reading {member}"), file:
             chunks = VerifiedChunks(file, sha256, f"{reader.location}: {member}")
             with backend_errors(f"writing blob {sha256}"):
@@ -217,6 +230,7 @@ class _Restore:
         run = self.run_state
         needed = sorted({r.blob for r in batch if r.blob is not None and not r.deleted})
         sizes = {r.blob: r.size for r in batch}
+        self.sizes.update((sha, size) for sha, size in sizes.items() if sha is not None)
         small = SmallBlobs()
         jobs: list[tuple[list[str], Future[list[Exception | None]]]] = []
 
