@@ -218,9 +218,34 @@ def open_store(
     """The filesystem and path of a store location, with the options for its protocol."""
     protocol = fsspec.utils.get_protocol(location)
     options = dict((storage_options or {}).get(protocol, {}))
+    s3 = protocol in ("s3", "s3a")
+    if s3:
+        options = s3_options(options)
     with store_errors(f"opening store {location!r}"):
         fs, path = fsspec.core.url_to_fs(location, **options)
+    if s3 and isinstance(getattr(fs, "retries", None), int):
+        # A class attribute in s3fs, not an option: set on the instance.
+        fs.retries = S3_RETRIES
     return fs, path
+
+
+# s3fs retries each request 5 times and botocore each of those 5 more, with backoff: one
+# PUT under an outage took 40 s. Ours rule instead (store.py); these only absorb a blip.
+S3_RETRIES = 2
+S3_CONFIG: Mapping[str, Any] = {
+    "retries": {"max_attempts": 2, "mode": "standard"},
+    "connect_timeout": 10,
+    "read_timeout": 30,
+}
+
+
+def s3_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """s3fs *options* with bounded retries and timeouts, unless they set their own."""
+    merged = dict(options)
+    config = dict(S3_CONFIG)
+    config.update(merged.get("config_kwargs") or {})
+    merged["config_kwargs"] = config
+    return merged
 
 
 def task_folder(
@@ -353,10 +378,26 @@ class FolderWriter:
                 # Removed under us (a run taken for dead was cleaned up): never let a
                 # manifest alone make a backup look complete.
                 raise FileNotFoundError(f"{self._root} was removed while the backup ran")
-            with self._open(MANIFEST) as file:
-                file.write(data)
             if self._local:
+                with self._open(MANIFEST) as file:
+                    file.write(data)
                 publish(self._root, self._final)
+            else:
+                self._commit_in_place(data)
+
+    def _commit_in_place(self, data: bytes) -> None:
+        """Write the manifest of a backup written in place: under a partial name, moved to
+        ``manifest.json`` once whole, so that a write that fails (no space on close) never
+        leaves a manifest, empty or cut short, even when removing what was written fails."""
+        final = self._path_made(MANIFEST)
+        partial = partial_path(final)
+        try:
+            with self.store.open(partial, "wb") as file:
+                file.write(data)
+            self.store.move(partial, final)
+        except BaseException:
+            self._remove(partial)
+            raise
 
     def abort(self) -> None:
         self._remove(self._root)

@@ -38,6 +38,7 @@ from .layout import (
 )
 from .manifest import MANIFEST
 from .problems import Bounded
+from .store import retrying
 
 __all__ = ["VerifyProblem", "VerifyReport", "check_records_member", "verify"]
 
@@ -571,13 +572,14 @@ def check_records_member(reader: BackupReader, entry: Mapping[str, Any]) -> None
     if not isinstance(path, str):
         raise ArchiveError(f"{reader.location}: a manifest member has no path")
     digest_size = (entry.get("sha256"), entry.get("size"))
-    lines = 0
-    last = b"\n"
     declared = entry.get("size")
     if not isinstance(declared, int) or isinstance(declared, bool) or declared < 0:
         raise ArchiveError(f"{reader.location}: member {path} has no valid size in the manifest")
-    try:
-        with store_errors(f"reading {path}"), reader.open(path) as raw:
+
+    def scan() -> tuple[str, int, int, bytes]:
+        # Raises the store's own exceptions, so that a reset stream is read again whole.
+        lines, last = 0, b"\n"
+        with reader.open(path) as raw:
             hashing = _HashingReader(bounded(raw, declared, f"{reader.location}: {path}"))
             stored = io.BufferedReader(hashing, CHUNK)
             content = _decompressed(stored) if path.endswith(".zst") else stored
@@ -586,13 +588,18 @@ def check_records_member(reader: BackupReader, entry: Mapping[str, Any]) -> None
                 last = chunk[-1:]
             while stored.read(CHUNK):
                 pass
+        return hashing.digest.hexdigest(), hashing.size, lines, last
+
+    try:
+        with store_errors(f"reading {path}"):
+            digest, size, lines, last = retrying(f"reading {path}", scan)
     except Overrun as exc:
         raise ArchiveError(f"{exc.message}: does not match the manifest") from None
     except zstandard.ZstdError as exc:
         raise ArchiveError(f"{reader.location}: {path} is not a valid zstd stream: {exc}") from None
     if last != b"\n":
         lines += 1  # a last line without its newline
-    if (hashing.digest.hexdigest(), hashing.size) != digest_size:
+    if (digest, size) != digest_size:
         raise ArchiveError(
             f"{reader.location}: member {path} does not match the manifest "
             f"(sha256 or size differs): corrupt or altered"

@@ -6,6 +6,8 @@ Records go in batches, each batch's missing blobs first; nothing in the archive 
 from __future__ import annotations
 
 import io
+import random
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import IO, Any
@@ -22,6 +24,7 @@ from .._archive.layout import (
     record_member,
 )
 from .._archive.manifest import failed_blobs_of, projects_of
+from .._archive.store import ATTEMPTS, BASE, DEADLINE, MAX_DELAY, is_transient
 from .._archive.verify import check_records_member, record_lines
 from .._backends.protocols import Outcome, Record, Scope, Target
 from .._model.select import select
@@ -29,6 +32,7 @@ from .._model.task import BackupTask
 from ..exceptions import (
     ArchiveError,
     RepoBackupError,
+    StoreError,
     ValidationError,
     backend_errors,
     store_errors,
@@ -99,17 +103,38 @@ def _open_member(reader: BackupReader, member: str) -> IO[bytes]:
 def _restore_records(
     reader: BackupReader, member: str, scope: Scope, collection: str, run: RunState
 ) -> Iterator[Record]:
-    with store_errors(f"reading {member}"), _open_member(reader, member) as raw:
-        stream = io.BufferedReader(raw, CHUNK)  # type: ignore[type-var]
-        for number, line in record_lines(stream):
-            where = f"{member}:{number}"
-            try:
-                if line is None:
-                    raise ArchiveError(f"{where}: line longer than the limit, not restored")
-                yield line_to_record(line, where, scope, collection)
-            except ArchiveError as exc:
-                run.add(records_failed=1)
-                run.fail(ErrorScope.RECORD, where, exc.message)
+    """The records of *member*. A read that fails transiently (a connection reset) is
+    started again from the member's beginning, the lines already handed on skipped; one
+    that outlasts the retries raises a StoreError for the caller to report."""
+    done = 0
+    started = time.monotonic()
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            with store_errors(f"reading {member}"), _open_member(reader, member) as raw:
+                stream = io.BufferedReader(raw, CHUNK)  # type: ignore[type-var]
+                for number, line in record_lines(stream):
+                    if number <= done:
+                        continue
+                    done = number
+                    yield from _record(line, f"{member}:{number}", scope, collection, run)
+            return
+        except StoreError as exc:
+            spent = time.monotonic() - started
+            if attempt == ATTEMPTS or spent >= DEADLINE or not is_transient(exc):
+                raise
+            time.sleep(random.uniform(0, min(MAX_DELAY, BASE * 2**attempt)))
+
+
+def _record(
+    line: bytes | None, where: str, scope: Scope, collection: str, run: RunState
+) -> Iterator[Record]:
+    try:
+        if line is None:
+            raise ArchiveError(f"{where}: line longer than the limit, not restored")
+        yield line_to_record(line, where, scope, collection)
+    except ArchiveError as exc:
+        run.add(records_failed=1)
+        run.fail(ErrorScope.RECORD, where, exc.message)
 
 
 def _batches(records: Iterable[Record]) -> Iterator[list[Record]]:
@@ -171,8 +196,11 @@ class _Restore:
             records = _restore_records(
                 self.reader, entry["path"], scope, collection, self.run_state
             )
-            for batch in _batches(records):
-                self.batch(batch)
+            try:
+                for batch in _batches(records):
+                    self.batch(batch)
+            except StoreError as exc:  # the member could not be read whole, retries included
+                run.fail(ErrorScope.MEMBER, entry["path"], exc.message)
 
     def blob(self, sha256: str) -> None:
         reader = self.reader

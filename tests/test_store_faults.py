@@ -1,0 +1,115 @@
+"""Store faults: nothing incomplete under a final name, records re-read after a reset, and a
+persistent S3 PUT outage ends a backup within seconds under FAST_FAIL and CONTINUE."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from faultproxy import FaultProxy, ProxyFault
+from faults import FaultPlan, enospc_on_close, failing, reset_mid_read
+
+from repobackup import Engine, MemoryRepository, TaskState
+from repobackup.cli import main
+
+
+def source(files: int = 3) -> MemoryRepository:
+    repo = MemoryRepository()
+    repo.put_document("user", "admin", {"name": "admin"})
+    repo.put_project("demo")
+    repo.put_repository("demo", "libs")
+    for index in range(files):
+        repo.put_file("demo", "libs", f"/f{index}.bin", f"content {index}\n".encode() * 100)
+    return repo
+
+
+def backup(engine: Engine, location: str, **content: Any) -> Any:
+    strategy = content.pop("strategy", "FAST_FAIL")
+    body = {
+        "name": "n",
+        "storeLocation": location,
+        "content": {"commonData": True, "projects": [{"projectRegex": "*"}], **content},
+        "backupSetting": {"errorStrategy": strategy},
+    }
+    return engine.execute(engine.create_task(body))
+
+
+def names(root: Path) -> set[str]:
+    return {name for _, folders, files in os.walk(root) for name in folders + files}
+
+
+class TestNothingIncompleteUnderAFinalName:
+    def test_a_manifest_that_fails_on_close_is_never_left(self, tmp_path: Path) -> None:
+        plan = FaultPlan().add(enospc_on_close(path="*manifest.json*"), failing("delete"))
+        engine = Engine(source(), storage_options={"faulty": {"plan": plan}})
+        summary = backup(engine, f"faulty://{tmp_path}")
+        assert summary.state is TaskState.FAILED
+        assert "No space left" in summary.errors[-1].message
+        assert "manifest.json" not in names(tmp_path)
+
+    def test_a_zip_that_fails_on_close_is_never_under_its_final_name(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        plan = FaultPlan().add(enospc_on_close(path="*.zip*"), failing("delete"))
+        engine = Engine(source(), storage_options={"faulty": {"plan": plan}})
+        summary = backup(engine, f"faulty://{tmp_path}", compression=True)
+        assert summary.state is TaskState.FAILED
+        assert not [n for n in names(tmp_path) if n.endswith(".zip")]
+        assert [n for n in names(tmp_path) if n.endswith(".partial")]
+
+    def test_ls_checks_the_end_record_not_the_name(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        engine = Engine(source())
+        summary = backup(engine, str(tmp_path / "store"), compression=True)
+        assert summary.state is TaskState.FINISHED
+        zipped = Path(summary.location)
+        zipped.write_bytes(zipped.read_bytes()[: zipped.stat().st_size // 2])
+        code = main(["ls", str(tmp_path / "store")])
+        out = capsys.readouterr().out
+        assert zipped.name in out and "incomplete" in out, out
+        assert code != 0 or "incomplete" in out
+
+
+def test_a_records_member_reset_mid_read_is_read_again(tmp_path: Path) -> None:
+    done = backup(Engine(source(files=400)), str(tmp_path / "store"))
+    assert done.state is TaskState.FINISHED
+    plan = FaultPlan().add(reset_mid_read(20_000, path="*node.jsonl", limit=2))
+    location = "faulty://" + done.location
+    target = MemoryRepository()
+    engine = Engine(target, storage_options={"faulty": {"plan": plan}})
+    task = engine.create_task(
+        {
+            "name": "r",
+            "type": "DATA_RESTORE",
+            "storeLocation": location,
+            "content": {"commonData": True, "projects": [{"projectRegex": "*"}]},
+            "backupSetting": {"errorStrategy": "FAST_FAIL"},
+        }
+    )
+    summary = engine.execute(task)
+    assert plan.failures["read"] == 2
+    assert summary.state is TaskState.FINISHED, summary.errors
+    assert summary.counts.records_failed == 0
+    assert summary.counts.records_written >= 400
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["FAST_FAIL", "CONTINUE"])
+def test_a_persistent_put_outage_ends_the_backup_within_seconds(
+    s3_proxy: FaultProxy, strategy: str
+) -> None:
+    fs = s3_proxy.filesystem()
+    bucket = f"outage-{strategy.lower().replace('_', '-')}"
+    fs.mkdir(bucket)
+    s3_proxy.add(ProxyFault(status=503, method="PUT"))
+    engine = Engine(source(files=40), storage_options={"s3": s3_proxy.options})
+    started = time.monotonic()
+    summary = backup(engine, f"s3://{bucket}/store", strategy=strategy)
+    elapsed = time.monotonic() - started
+    print(f"{strategy}: ended {summary.state.name} after {elapsed:.1f} s", summary.errors[:2])
+    assert summary.state is TaskState.FAILED or summary.errors
+    assert elapsed < 90
