@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from faultproxy import FaultProxy, ProxyFault
-from faults import FaultPlan, enospc_on_close, failing, reset_mid_read
+from faults import FaultPlan, enospc_on_close, failing, permanent, reset_mid_read
 
 from repobackup import Engine, MemoryRepository, TaskState
 from repobackup.cli import main
@@ -97,19 +97,37 @@ def test_a_records_member_reset_mid_read_is_read_again(tmp_path: Path) -> None:
     assert summary.counts.records_written >= 400
 
 
+def test_a_store_outage_is_a_store_error_naming_protocol_and_path(tmp_path: Path) -> None:
+    """A stat that keeps failing transiently ends, within the store_deadline option, with
+    an error naming the store's protocol and the path."""
+    plan = FaultPlan().add(permanent("info"))
+    options = {"faulty": {"plan": plan, "store_deadline": 1.5}}
+    engine = Engine(source(), storage_options=options)
+    started = time.monotonic()
+    summary = backup(engine, f"faulty://{tmp_path}/store")
+    assert time.monotonic() - started < 10
+    assert summary.state is TaskState.FAILED
+    message = summary.errors[-1].message
+    assert f"faulty://{tmp_path}/store" in message, message
+    assert "ConnectionResetError" in message
+    assert plan.failures["info"] > 1  # retried before giving up
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("where", ["every-put", "blob-puts"])
 @pytest.mark.parametrize("strategy", ["FAST_FAIL", "CONTINUE"])
 def test_a_persistent_put_outage_ends_the_backup_within_seconds(
-    s3_proxy: FaultProxy, strategy: str
+    s3_proxy: FaultProxy, strategy: str, where: str
 ) -> None:
     fs = s3_proxy.filesystem()
-    bucket = f"outage-{strategy.lower().replace('_', '-')}"
+    bucket = f"outage-{strategy.lower().replace('_', '-')}-{where}"
     fs.mkdir(bucket)
-    s3_proxy.add(ProxyFault(status=503, method="PUT"))
+    path = "*/blobs/*" if where == "blob-puts" else None
+    s3_proxy.add(ProxyFault(status=503, method="PUT", path=path))
     engine = Engine(source(files=40), storage_options={"s3": s3_proxy.options})
     started = time.monotonic()
     summary = backup(engine, f"s3://{bucket}/store", strategy=strategy)
     elapsed = time.monotonic() - started
-    print(f"{strategy}: ended {summary.state.name} after {elapsed:.1f} s", summary.errors[:2])
+    print(f"{strategy} {where}: ended {summary.state.name} after {elapsed:.1f} s")
     assert summary.state is TaskState.FAILED or summary.errors
     assert elapsed < 90

@@ -218,16 +218,28 @@ def open_store(
     """The filesystem and path of a store location, with the options for its protocol."""
     protocol = fsspec.utils.get_protocol(location)
     options = dict((storage_options or {}).get(protocol, {}))
+    deadline = options.pop(DEADLINE_OPTION, None)
+    if deadline is not None and not (
+        isinstance(deadline, (int, float)) and not isinstance(deadline, bool) and deadline > 0
+    ):
+        raise StoreError(f"{DEADLINE_OPTION} of {protocol!r} must be a positive number of seconds")
     s3 = protocol in ("s3", "s3a")
     if s3:
         options = s3_options(options)
     with store_errors(f"opening store {location!r}"):
         fs, path = fsspec.core.url_to_fs(location, **options)
+    if deadline is not None:
+        # Read by every Store made on this filesystem (store.py, `deadline_of`).
+        fs.repobackup_deadline = float(deadline)
     if s3 and isinstance(getattr(fs, "retries", None), int):
         # A class attribute in s3fs, not an option: set on the instance.
         fs.retries = S3_RETRIES
     return fs, path
 
+
+#: The storage option (per protocol) giving the seconds one store operation may take,
+#: retries included: ``storage_options={"s3": {"store_deadline": 30, ...}}``.
+DEADLINE_OPTION = "store_deadline"
 
 # s3fs retries each request 5 times and botocore each of those 5 more, with backoff: one
 # PUT under an outage took 40 s. Ours rule instead (store.py); these only absorb a blip.
