@@ -100,6 +100,7 @@ class BlobPump:
         # future costs more than a small blob's copy.
         self._finished: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
         self._small = SmallBlobs()
+        self._stop = threading.Event()
 
     def add(self, sha256: str, size: int) -> None:
         """Copy the blob *sha256*, of *size* bytes as its record says, into the backup."""
@@ -111,7 +112,8 @@ class BlobPump:
 
     def _submit_group(self, group: list[str]) -> None:
         copy = functools.partial(_copy_blob, self.transfer.source, self.transfer.writer)
-        self._submit(group, True, each, copy, group)
+        stop = self._stop if self.run.fast_fail else None
+        self._submit(group, True, each, copy, group, stop)
 
     def _submit(self, keys: list[str], batched: bool, job: Callable[..., Any], *args: Any) -> None:
         while len(self.pending) >= self.limit:
@@ -145,6 +147,7 @@ class BlobPump:
             self._reap(self._finished.get())
 
     def cancel(self) -> None:
+        self._stop.set()  # running groups end after the blob they are copying
         self._small.take()
         for future in self.pending:
             future.cancel()
@@ -188,14 +191,23 @@ def _copy_blob(source: Source, writer: BackupWriter, sha256: str) -> tuple[int, 
     return chunks.size, written
 
 
-def each(copy: Callable[[str], T], shas: list[str]) -> list[T | Exception]:
-    """*copy* done for several blobs in turn, on one thread; for each, its result or error."""
+def each(
+    copy: Callable[[str], T], shas: list[str], stop: threading.Event | None = None
+) -> list[T | Exception]:
+    """*copy* done for several blobs in turn, on one thread; for each, its result or error.
+    With *stop* (FAST_FAIL), the first error sets it, and once it is set no further blob of
+    any group is tried: a run that stops never waits for a whole group of retries."""
     outcomes: list[T | Exception] = []
     for sha256 in shas:
+        if stop is not None and stop.is_set():
+            outcomes.append(RepoBackupError("not copied: the run stopped at its first error"))
+            continue
         try:
             outcomes.append(copy(sha256))
         except Exception as exc:
             outcomes.append(exc)
+            if stop is not None:
+                stop.set()
     return outcomes
 
 
