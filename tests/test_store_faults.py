@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from faultproxy import FaultProxy, ProxyFault
-from faults import FaultPlan, enospc_on_close, failing, permanent, reset_mid_read
+from faults import FaultPlan, enospc_on_close, failing, permanent, reset_mid_read, transient
 from repobackup import Engine, MemoryRepository, TaskState
 from repobackup.cli import main
 
@@ -133,3 +133,16 @@ def test_a_persistent_put_outage_ends_the_backup_within_seconds(
     assert summary.state is TaskState.FAILED or summary.errors
     # FAST_FAIL stops at the first failed PUT; CONTINUE tries every blob, each for seconds.
     assert elapsed < (15 if strategy == "FAST_FAIL" else 90)
+
+
+def test_blob_writes_reset_now_and_then_are_copied_again_whole(tmp_path: Path) -> None:
+    """A 5% connection-reset rate on writes still gives a complete backup: every blob whose
+    write failed was copied again from the source, and verify finds it sound."""
+    plan = FaultPlan(seed=3).add(transient("write", rate=0.05, path="*/blobs/*"))
+    engine = Engine(source(files=60), storage_options={"faulty": {"plan": plan}})
+    summary = backup(engine, f"faulty://{tmp_path}/store", strategy="CONTINUE")
+    assert plan.failures["write"] > 0
+    assert summary.state is TaskState.FINISHED, summary.errors
+    assert not summary.errors
+    assert summary.counts.blobs_failed == 0
+    assert Engine(MemoryRepository()).verify(summary.location.removeprefix("faulty://")).ok

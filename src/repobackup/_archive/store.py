@@ -34,6 +34,7 @@ __all__ = [
     "publish",
     "path_type",
     "retrying",
+    "retrying_whole",
     "store_errors",
 ]
 
@@ -138,6 +139,22 @@ def is_transient(exc: BaseException) -> bool:
 
 def _worth_retrying(exc: BaseException) -> bool:
     return not isinstance(exc, _PERMANENT) and is_transient(exc)
+
+
+def _ours_worth_retrying(exc: BaseException) -> bool:
+    return _worth_retrying(exc) or (isinstance(exc, StoreError) and is_transient(exc))
+
+
+def retrying_whole(what: str, call: Callable[[], T], *, deadline: float = DEADLINE) -> T:
+    """`retrying` for a call that is a whole transfer (a blob copied from its source): a
+    `StoreError` caused by a transient failure is tried again too, from the start."""
+    retryer = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(ATTEMPTS) | tenacity.stop_after_delay(deadline),
+        wait=tenacity.wait_random_exponential(multiplier=BASE, max=MAX_DELAY),
+        retry=tenacity.retry_if_exception(_ours_worth_retrying),
+        reraise=True,
+    )
+    return retryer(call)
 
 
 def retrying(

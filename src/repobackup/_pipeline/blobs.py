@@ -16,6 +16,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import IO, Any, TypeVar
 
 from .._archive.layout import CHUNK, BackupWriter, FolderWriter
+from .._archive.store import retrying_whole
 from .._backends.protocols import Source
 from ..exceptions import ArchiveError, RepoBackupError, backend_errors, store_errors
 from .context import RunContext
@@ -182,7 +183,12 @@ class SeenBlobs:
 
 
 def _copy_blob(source: Source, writer: BackupWriter, sha256: str) -> tuple[int, int]:
-    """Copy one blob into the backup on a thread; return bytes read and written."""
+    """Copy one blob into the backup on a thread; return bytes read and written. A write
+    that fails transiently is copied again whole, from the source."""
+    return retrying_whole(f"writing blob {sha256}", lambda: _copy_once(source, writer, sha256))
+
+
+def _copy_once(source: Source, writer: BackupWriter, sha256: str) -> tuple[int, int]:
     with backend_errors(f"opening blob {sha256}"):
         file = source.open_blob(sha256)
     with file:
