@@ -131,8 +131,9 @@ def test_a_persistent_put_outage_ends_the_backup_within_seconds(
     elapsed = time.monotonic() - started
     print(f"{strategy} {where}: ended {summary.state.name} after {elapsed:.1f} s")
     assert summary.state is TaskState.FAILED or summary.errors
-    # FAST_FAIL stops at the first failed PUT; CONTINUE tries every blob, each for seconds.
-    assert elapsed < (15 if strategy == "FAST_FAIL" else 90)
+    # FAST_FAIL stops at the first blob that fails; CONTINUE tries every blob (three whole
+    # copies of about a second each), so its time grows with the number of blobs.
+    assert elapsed < (20 if strategy == "FAST_FAIL" else 120)
 
 
 def test_blob_writes_reset_now_and_then_are_copied_again_whole(tmp_path: Path) -> None:

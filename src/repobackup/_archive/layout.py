@@ -242,8 +242,9 @@ def open_store(
 DEADLINE_OPTION = "store_deadline"
 
 # s3fs retries each request 5 times and botocore each of those 5 more, with backoff: one
-# PUT under an outage took 40 s. Ours rule instead (store.py); these only absorb a blip.
-S3_RETRIES = 2
+# PUT under an outage took 40 s. Ours rule instead (store.py): s3fs tries once, botocore
+# once more after a short backoff.
+S3_RETRIES = 1
 S3_CONFIG: Mapping[str, Any] = {
     "retries": {"max_attempts": 2, "mode": "standard"},
     "connect_timeout": 10,

@@ -41,6 +41,7 @@ __all__ = [
 T = TypeVar("T")
 
 ATTEMPTS = 5
+WHOLE_ATTEMPTS = 3  # tries of a whole transfer (a blob copied again from its source)
 BASE = 0.2  # seconds; the n-th retry waits up to BASE * 2**n
 MAX_DELAY = 5.0
 DEADLINE = 60.0  # seconds one operation may spend, retries included
@@ -149,7 +150,9 @@ def retrying_whole(what: str, call: Callable[[], T], *, deadline: float = DEADLI
     """`retrying` for a call that is a whole transfer (a blob copied from its source): a
     `StoreError` caused by a transient failure is tried again too, from the start."""
     retryer = tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(ATTEMPTS) | tenacity.stop_after_delay(deadline),
+        # Fewer attempts than one request gets: each is a whole transfer, already retried
+        # by the store's client for its own blips.
+        stop=tenacity.stop_after_attempt(WHOLE_ATTEMPTS) | tenacity.stop_after_delay(deadline),
         wait=tenacity.wait_random_exponential(multiplier=BASE, max=MAX_DELAY),
         retry=tenacity.retry_if_exception(_ours_worth_retrying),
         reraise=True,
