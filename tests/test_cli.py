@@ -781,7 +781,7 @@ class TestServe:
 
     def test_serves_and_schedules(self, source: Path, tmp_path: Path) -> None:
         """On 127.0.0.1 the API answers; a task created over HTTP is run by the scheduler."""
-        process = spawn("serve", "-r", source, "--port", "0")
+        process = spawn("serve", "-r", source, "--port", "0", "--store-root", tmp_path / "store")
         try:
             base = served_url(process)
             assert base.startswith("http://127.0.0.1:")

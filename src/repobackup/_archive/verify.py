@@ -30,7 +30,9 @@ from .layout import (
     CHUNK,
     SHA256,
     BackupReader,
+    Overrun,
     blob_member,
+    bounded,
     check_member_path,
     line_to_record,
     open_store,
@@ -38,11 +40,14 @@ from .layout import (
 )
 from .manifest import MANIFEST, failed_records_of
 from .problems import Bounded
+from .store import retrying
 
 __all__ = ["VerifyProblem", "VerifyReport", "check_records_member", "verify"]
 
 MAX_PROBLEMS = 1000
-MAX_LINE = 64 * 1024 * 1024  # a longer record line is an error, not a reason to run out of memory
+# A longer record line is an error, not a reason to run out of memory: 16 MiB is the largest
+# document the repository server's database holds, and a restore applies the same limit.
+MAX_LINE = 16 * 1024 * 1024
 BLOB_MEMBER = re.compile(
     r"^blobs/(?P<a>[0-9a-f]{2})/(?P<b>[0-9a-f]{2})/(?P<sha>[0-9a-f]{64})(?P<zst>\.zst)?$"
 )
@@ -455,11 +460,13 @@ class _BackupCheck:
         lines = tombstones = 0
         try:
             with store_errors(f"reading {path}"), reader.open(path) as raw:
-                hashing = _HashingReader(raw)
+                declared = entry["size"] if isinstance(entry.get("size"), int) else 0
+                what = f"{path} does not match the manifest"
+                hashing = _HashingReader(bounded(raw, declared, what))
                 stored = io.BufferedReader(hashing, CHUNK)
                 try:
                     stream = _decompressed(stored) if path.endswith(".zst") else stored
-                    for number, line in _lines(stream):
+                    for number, line in record_lines(stream):
                         lines += 1
                         tombstones += self._check_line(
                             path, f"{path}:{number}", line, scope, collection
@@ -554,7 +561,9 @@ class _BackupCheck:
         length = 0
         try:
             with store_errors(f"reading {member}"), self.reader.open(member) as raw:
-                content = _decompressed(raw) if zst else raw
+                content = bounded(
+                    _decompressed(raw) if zst else raw, size, f"{self.reader.location}: {member}"
+                )
                 try:
                     while chunk := content.read(CHUNK):
                         digest.update(chunk)
@@ -576,7 +585,7 @@ class _BackupCheck:
             self.problem(member, f"holds {length} bytes, its records say {size}")
 
 
-def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
+def record_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
     """Numbered lines; None for one longer than `MAX_LINE`, skipped without holding it."""
     number = 0
     while line := stream.readline(MAX_LINE + 1):
@@ -600,11 +609,15 @@ def check_records_member(reader: BackupReader, entry: Mapping[str, Any]) -> None
     if not isinstance(path, str):
         raise ArchiveError(f"{reader.location}: a manifest member has no path")
     digest_size = (entry.get("sha256"), entry.get("size"))
-    lines = 0
-    last = b"\n"
-    try:
-        with store_errors(f"reading {path}"), reader.open(path) as raw:
-            hashing = _HashingReader(raw)
+    declared = entry.get("size")
+    if not isinstance(declared, int) or isinstance(declared, bool) or declared < 0:
+        raise ArchiveError(f"{reader.location}: member {path} has no valid size in the manifest")
+
+    def scan() -> tuple[str, int, int, bytes]:
+        # Raises the store's own exceptions, so that a reset stream is read again whole.
+        lines, last = 0, b"\n"
+        with reader.open(path) as raw:
+            hashing = _HashingReader(bounded(raw, declared, f"{reader.location}: {path}"))
             stored = io.BufferedReader(hashing, CHUNK)
             content = _decompressed(stored) if path.endswith(".zst") else stored
             while chunk := content.read(CHUNK):
@@ -612,11 +625,18 @@ def check_records_member(reader: BackupReader, entry: Mapping[str, Any]) -> None
                 last = chunk[-1:]
             while stored.read(CHUNK):
                 pass
+        return hashing.digest.hexdigest(), hashing.size, lines, last
+
+    try:
+        with store_errors(f"reading {path}"):
+            digest, size, lines, last = retrying(f"reading {path}", scan)
+    except Overrun as exc:
+        raise ArchiveError(f"{exc.message}: does not match the manifest") from None
     except zstandard.ZstdError as exc:
         raise ArchiveError(f"{reader.location}: {path} is not a valid zstd stream: {exc}") from None
     if last != b"\n":
         lines += 1  # a last line without its newline
-    if (hashing.digest.hexdigest(), hashing.size) != digest_size:
+    if (digest, size) != digest_size:
         raise ArchiveError(
             f"{reader.location}: member {path} does not match the manifest "
             f"(sha256 or size differs): corrupt or altered"

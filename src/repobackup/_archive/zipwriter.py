@@ -280,11 +280,10 @@ class ZipWriter:
     its local header is written keeps the zip readable by streaming readers and lets it go to
     write-only streams (s3fs): no seek is ever needed.
 
-    The zip appears whole or not at all: on a local disk it is written as
-    ``.<name>.zip.<token>.partial`` (unique to the run) beside its final name and given that
-    name at commit, never replacing another; on an object store it is written to its final
-    key, which a multipart upload only creates when the file is closed, and `abort`
-    discards the upload.
+    The zip appears whole or not at all: it is written as ``.<name>.zip.<token>.partial``
+    (unique to the run) beside its final name and given that name at commit (an exclusive
+    rename on a local disk, a move elsewhere), never replacing another; `abort` discards
+    an unfinished upload and removes the partial.
     """
 
     compressed = True
@@ -306,7 +305,9 @@ class ZipWriter:
         self.final_path = path
         self._local = isinstance(fs, LocalFileSystem)
         parent = posixpath.dirname(path)
-        self._target = partial_path(path) if self._local else path
+        # Every store writes under a partial name first: a store that writes in place would
+        # otherwise hold a truncated zip under its final name when a close fails.
+        self._target = partial_path(path)
         self._level = level
         self._force_zip64 = force_zip64
         # Every worker and the records stream may hold a spool at once.
@@ -439,11 +440,20 @@ class ZipWriter:
                 self._out.close()
                 if self._local:
                     publish(self._target, self._final)
+                else:
+                    self._publish_remote()
             except BaseException:
                 self._broken = "committing it failed"
                 raise
             self._committed = True
         self._cleanup()
+
+    def _publish_remote(self) -> None:
+        """Give the closed partial zip its final name on a store without exclusive renames;
+        another backup of that name appearing meanwhile is never replaced."""
+        if self.store.exists(self._final):
+            raise FileExistsError(f"{self.location} already exists")
+        self.store.move(self._target, self._final)
 
     def abort(self) -> None:
         """Remove or discard whatever this zip wrote; never raises."""
@@ -460,7 +470,7 @@ class ZipWriter:
                 out.closed = True
             else:
                 out.close()
-                self.store.remove(self._target)
+            self.store.remove(self._target)
         except Exception:
             pass
         self._cleanup()

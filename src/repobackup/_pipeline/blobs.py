@@ -188,6 +188,7 @@ class BlobTransfer:
         leftover: tuple[Any, str] | None = None,
     ) -> None:
         self.writer = writer
+        self.fast_fail = run.fast_fail
         self.codec = BlobCodec(compress=writer.compressed)
         self.leftover = leftover
         self._own: ThreadPoolExecutor | None = None
@@ -233,7 +234,13 @@ class BlobTransfer:
         if isinstance(self.writer, FolderWriter):
             folder = (self.writer.fs, self.writer.root)
         job = BackupJob(
-            self.source, shas, self.codec, folder=folder, spool=self.spool, leftover=self.leftover
+            self.source,
+            shas,
+            self.codec,
+            folder=folder,
+            spool=self.spool,
+            leftover=self.leftover,
+            fast_fail=self.fast_fail,
         )
         return self.executor.submit(run_job, job)
 

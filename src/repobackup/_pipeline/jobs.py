@@ -21,7 +21,8 @@ import attrs
 import zstandard
 from fsspec.implementations.local import LocalFileSystem
 
-from .._archive.layout import CHUNK, BackupReader, blob_member
+from .._archive.layout import CHUNK, BackupReader, blob_member, bounded
+from .._archive.store import retrying_whole
 from .._archive.zipwriter import LEVEL, SAMPLE, WORTH, not_worth_trying, worth_compressing
 from ..exceptions import ArchiveError, RepoBackupError, backend_errors, store_errors
 
@@ -192,6 +193,7 @@ class BackupJob:
     folder: tuple[Any, str] | None = None
     spool: tuple[Any, str] | None = None
     leftover: tuple[Any, str] | None = None
+    fast_fail: bool = False
 
 
 @attrs.frozen
@@ -200,23 +202,26 @@ class RestoreJob:
 
     backup: Callable[[], BackupReader]
     target: Callable[[], Any]
-    shas: tuple[str, ...]
+    shas: tuple[tuple[str, int], ...]
     codec: BlobCodec
+    fast_fail: bool = False
 
 
 def run_job(job: BackupJob | RestoreJob) -> list[Stored | Packed | Exception]:
-    """Run *job* wherever the executor put it; one outcome or error per blob, in order."""
+    """Run *job* wherever the executor put it; one outcome or error per blob, in order.
+
+    Under FAST_FAIL the first error ends the group: the blobs after it are not tried, so a
+    run that stops never waits for a whole group of retries."""
     outcomes: list[Stored | Packed | Exception] = []
-    if isinstance(job, RestoreJob):
-        for sha256 in job.shas:
-            try:
-                outcomes.append(_restore_one(job, sha256))
-            except Exception as exc:
-                outcomes.append(exc)
-        return outcomes
     for sha256, size in job.shas:
+        if job.fast_fail and any(isinstance(o, Exception) for o in outcomes):
+            outcomes.append(RepoBackupError("not copied: the run stopped at its first error"))
+            continue
         try:
-            outcomes.append(_backup_one(job, sha256, size))
+            if isinstance(job, RestoreJob):
+                outcomes.append(_restore_one(job, sha256, size))
+            else:
+                outcomes.append(_backup_one(job, sha256, size))
         except Exception as exc:
             outcomes.append(exc)
     return outcomes
@@ -227,6 +232,11 @@ def _backup_one(job: BackupJob, sha256: str, size: int) -> Stored | Packed:
         reused = _reuse(job.leftover, job.folder, sha256, size)
         if reused is not None:
             return reused
+    # A write that fails transiently is copied again whole, from the source.
+    return retrying_whole(f"writing blob {sha256}", lambda: _copy_one(job, sha256))
+
+
+def _copy_one(job: BackupJob, sha256: str) -> Stored | Packed:
     source = _reopen(job.source)
     with backend_errors(f"opening blob {sha256}"):
         file = source.open_blob(sha256)
@@ -347,10 +357,13 @@ def _reuse(
     return Stored(sha256, size, 0, reused=True)
 
 
-def _restore_one(job: RestoreJob, sha256: str) -> Stored:
+def _restore_one(job: RestoreJob, sha256: str, size: int) -> Stored:
     reader = _reopen(job.backup)
     target = _reopen(job.target)
-    member, file = _open_blob(reader, job.codec, sha256)
+    member, opened = _open_blob(reader, job.codec, sha256)
+    # Never read past the size the record declares: a small member that inflates to
+    # gigabytes stops one byte past it.
+    file = bounded(opened, size, f"{reader.location}: {member}")
     with store_errors(f"reading {member}"), file:
         chunks = VerifiedChunks(file, sha256, f"{reader.location}: {member}")
         with backend_errors(f"writing blob {sha256}"):

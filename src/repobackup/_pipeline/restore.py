@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import functools
 import io
+import random
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import IO, Any
@@ -18,13 +20,15 @@ from .._archive.bkrepo_reader import BkrepoReader
 from .._archive.catalog import open_backup, open_backup_chain
 from .._archive.layout import CHUNK, BackupReader, line_to_record, record_member
 from .._archive.manifest import failed_blobs_of, projects_of
-from .._archive.verify import check_records_member
+from .._archive.store import ATTEMPTS, BASE, DEADLINE, MAX_DELAY, is_transient
+from .._archive.verify import check_records_member, record_lines
 from .._backends.protocols import Outcome, Record, Scope, Target
 from .._model.select import select
 from .._model.task import BackupTask
 from ..exceptions import (
     ArchiveError,
     RepoBackupError,
+    StoreError,
     ValidationError,
     backend_errors,
     store_errors,
@@ -156,15 +160,38 @@ def _open_member(reader: BackupReader, member: str) -> IO[bytes]:
 def _restore_records(
     reader: BackupReader, member: str, scope: Scope, collection: str, run: RunState
 ) -> Iterator[Record]:
-    with store_errors(f"reading {member}"), _open_member(reader, member) as raw:
-        stream = io.BufferedReader(raw, CHUNK)  # type: ignore[type-var]
-        for number, line in enumerate(stream, start=1):
-            where = f"{member}:{number}"
-            try:
-                yield line_to_record(line, where, scope, collection)
-            except ArchiveError as exc:
-                run.add(records_failed=1)
-                run.fail(ErrorScope.RECORD, where, exc.message)
+    """The records of *member*. A read that fails transiently (a connection reset) is
+    started again from the member's beginning, the lines already handed on skipped; one
+    that outlasts the retries raises a StoreError for the caller to report."""
+    done = 0
+    started = time.monotonic()
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            with store_errors(f"reading {member}"), _open_member(reader, member) as raw:
+                stream = io.BufferedReader(raw, CHUNK)  # type: ignore[type-var]
+                for number, line in record_lines(stream):
+                    if number <= done:
+                        continue
+                    done = number
+                    yield from _record(line, f"{member}:{number}", scope, collection, run)
+            return
+        except StoreError as exc:
+            spent = time.monotonic() - started
+            if attempt == ATTEMPTS or spent >= DEADLINE or not is_transient(exc):
+                raise
+            time.sleep(random.uniform(0, min(MAX_DELAY, BASE * 2**attempt)))
+
+
+def _record(
+    line: bytes | None, where: str, scope: Scope, collection: str, run: RunState
+) -> Iterator[Record]:
+    try:
+        if line is None:
+            raise ArchiveError(f"{where}: line longer than the limit, not restored")
+        yield line_to_record(line, where, scope, collection)
+    except ArchiveError as exc:
+        run.add(records_failed=1)
+        run.fail(ErrorScope.RECORD, where, exc.message)
 
 
 def _batches(records: Iterable[Record]) -> Iterator[list[Record]]:
@@ -226,7 +253,7 @@ class _Restore:
                 continue
             try:
                 check_records_member(self.reader, entry)
-            except ArchiveError as exc:
+            except RepoBackupError as exc:  # missing, unreadable, corrupt: this member only
                 records = entry.get("records")
                 run.add(records_failed=records if isinstance(records, int) else 0)
                 run.fail(ErrorScope.MEMBER, entry["path"], exc.message)
@@ -234,8 +261,11 @@ class _Restore:
             records = _restore_records(
                 self.reader, entry["path"], scope, collection, self.run_state
             )
-            for batch in _batches(records):
-                self.batch(batch)
+            try:
+                for batch in _batches(records):
+                    self.batch(batch)
+            except StoreError as exc:  # the member could not be read whole, retries included
+                run.fail(ErrorScope.MEMBER, entry["path"], exc.message)
 
     def batch(self, batch: list[Record]) -> None:
         """Restore one batch of records: first the blobs the target lacks, then the records
@@ -272,7 +302,8 @@ class _Restore:
         jobs: list[tuple[list[str], Future[list[Any]]]] = []
 
         def submit(group: list[str]) -> None:
-            job = RestoreJob(*self.openers, tuple(group), self.codec)
+            shas = tuple((sha, sizes[sha]) for sha in group)
+            job = RestoreJob(*self.openers, shas, self.codec, fast_fail=run.fast_fail)
             jobs.append((group, self.pool.submit(run_job, job)))
 
         bad: set[str] = set()

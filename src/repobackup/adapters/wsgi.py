@@ -31,6 +31,7 @@ from .json import (
     problem_envelope,
 )
 from .openapi import BASE, openapi_document
+from .stores import AllowedStores
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIEnvironment
@@ -181,12 +182,23 @@ def _read_body(environ: WSGIEnvironment, limit: int) -> bytes:
         raise _too_large(limit)
     chunks: list[bytes] = []
     remaining = length
-    while remaining > 0:
-        chunk = stream.read(remaining)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        remaining -= len(chunk)
+    try:
+        while remaining > 0:
+            chunk = stream.read(remaining)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+    except (TimeoutError, OSError):
+        # The server's read timeout ran out (a client that sent less than it announced).
+        raise _Refusal(
+            408, envelope(PARAMETER_INVALID, "the request body did not arrive in time")
+        ) from None
+    if remaining > 0:
+        raise _Refusal(
+            400,
+            problem_envelope([Problem("Content-Length", "the body is shorter than announced")]),
+        )
     return b"".join(chunks)
 
 
@@ -229,10 +241,17 @@ def _query(environ: WSGIEnvironment) -> dict[str, str]:
 class _App:
     """The WSGI callable `make_app` returns."""
 
-    def __init__(self, engine: Engine, authorize: Authorize | None, max_body: int) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        authorize: Authorize | None,
+        max_body: int,
+        allowed: AllowedStores | None,
+    ) -> None:
         self.api = JsonApi(engine)
         self._authorize = authorize
         self._max_body = max_body
+        self._allowed = allowed
         self._openapi = json.dumps(openapi_document(), indent=2).encode("utf-8")
 
     def __repr__(self) -> str:
@@ -299,9 +318,12 @@ class _App:
         result: Envelope
         if path == BASE:
             self._allow(method, "POST")
-            result = self.api.create_task(_read_body(environ, self._max_body), user=user)
+            body = _read_body(environ, self._max_body)
+            self._check_store(_body_location(body))
+            result = self.api.create_task(body, user=user)
         elif match := _EXECUTE.fullmatch(path):
             self._allow(method, "POST")
+            self._check_store(self._task_location(match[1]))
             result = self.api.execute_task(match[1])
         elif path == f"{BASE}/tasks":
             self._allow(method, "GET")
@@ -342,6 +364,21 @@ class _App:
         except MetricsUnavailableError as exc:
             return 501, envelope(SYSTEM_ERROR, str(exc))
 
+    def _check_store(self, location: object) -> None:
+        """Refuse (250105 naming storeLocation) a location outside the allowed stores."""
+        if self._allowed is None or location is None:
+            return
+        if (why := self._allowed.problem(location)) is not None:
+            raise _Refusal(400, problem_envelope([Problem("storeLocation", why)]))
+
+    def _task_location(self, task_id: str) -> str | None:
+        # A task stored by other means (the command line) may point anywhere: executing it
+        # over HTTP is held to the same places. A missing task is the endpoint's answer.
+        try:
+            return self.api.engine.get_task(task_id).store_location
+        except Exception:
+            return None
+
     @staticmethod
     def _allow(method: str, *allowed: str) -> None:
         if method not in allowed:
@@ -360,8 +397,22 @@ def _clip(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
+def _body_location(body: bytes) -> object:
+    """The storeLocation a request body names, or None when it names none (the endpoint
+    then answers for the body itself)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return data.get("storeLocation") if isinstance(data, dict) else None
+
+
 def make_app(
-    engine: Engine, *, authorize: Authorize | None = None, max_body: int = MAX_BODY
+    engine: Engine,
+    *,
+    authorize: Authorize | None = None,
+    allowed_stores: Iterable[str] | None = None,
+    max_body: int = MAX_BODY,
 ) -> Callable[[WSGIEnvironment, StartResponse], Iterable[bytes]]:
     """A WSGI application serving *engine* at the spec's paths.
 
@@ -371,5 +422,13 @@ def make_app(
     envelope. *authorize* decides who is calling before any routing, so an unauthorized
     caller gets 401 (code 250114) for every path; without it the X-BKREPO-UID header names
     the user, else ``"anonymous"``. Bodies over *max_body* bytes get 413.
+
+    *allowed_stores* lists the places (local folders, or URLs with their protocol such as
+    ``s3://bucket/prefix``) under which a task's storeLocation must lie, after ``..``, links
+    and protocol are normalised (``/srv/backups-evil`` is not under ``/srv/backups``); a task
+    pointing anywhere else gets 250105 naming ``storeLocation``, when created and when
+    executed. None allows any location the server's user can reach (docs/api.md, "Threat
+    model"); an empty list allows none.
     """
-    return _App(engine, authorize, max_body)
+    allowed = None if allowed_stores is None else AllowedStores(allowed_stores)
+    return _App(engine, authorize, max_body, allowed)
