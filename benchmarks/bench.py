@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import copy
 import json
 import os
@@ -223,20 +224,52 @@ class Bench:
         *,
         compression: bool,
         since: str | None = None,
+        **extra: Any,
     ) -> Measured:
         spec = {
             "op": "backup",
             "db": str(db),
             "blobs": str(blobs),
             "store": str(out),
-            "name": label,
+            "name": extra.pop("name", label),
             "compression": compression,
             "since": since,
+            **extra,
         }
         measured = self.child(label, spec)
         location = measured.result.get("location")
         measured.size = tree_size(Path(location)) if location else None
         return self.keep(measured)
+
+    def resumed(self, label: str, out: Path, db: Path, blobs: Path, total: int) -> Measured:
+        """A plain backup killed (SIGKILL) once 90% of its blobs are stored, then run again:
+        the second run is the one measured."""
+        spec = {"op": "backup", "db": str(db), "blobs": str(blobs), "store": str(out),
+                "name": "resumed", "tasks": str(out.with_suffix(".tasks.sqlite")),
+                "workers": self.args.workers}  # fmt: skip
+        log = out.with_suffix(".first-run.log")
+        with log.open("w") as errors:
+            child = subprocess.Popen([sys.executable, str(RUNS), json.dumps(spec)],
+                                     stdout=errors, stderr=errors)  # fmt: skip
+        stored = 0
+        # Blobs are counted in the run's hidden folder, a scan of a few thousand entries:
+        # cheap beside the backup, and the kill comes within a few percent of 90%.
+        while child.poll() is None and stored < 0.9 * total:
+            time.sleep(0.02)
+            with contextlib.suppress(OSError):
+                stored = sum(
+                    len(files)
+                    for partial in (out / "resumed").glob(".resumed-*.partial")
+                    for _, _, files in os.walk(partial / "blobs")
+                )
+        ended = child.poll()
+        child.kill()
+        child.wait()
+        self.say(f"  (killed the first run with {stored} of {total} blobs stored)")
+        if ended is not None:
+            self.say(f"  (the first run had ended first, exit {ended}: {log.read_text()[-800:]})")
+        return self.backup(label, out, db, blobs, compression=False, name="resumed",
+                           tasks=spec["tasks"])  # fmt: skip
 
     def restore(self, label: str, out: Path, location: str) -> Measured:
         spec = {
@@ -365,6 +398,10 @@ class Bench:
             changed_db, changed_blobs = synth.clone(built, folder / "changed")
             changed = synth.change_files(built, changed_db, changed_blobs)
             self.say(f"  (changed {changed} files for the incremental backup)")
+            self.resumed("resumed-plain", folder / "resumed", db, source, built.distinct_blobs)
+            for kind in self.args.executors:
+                self.backup(f"full-compressed {kind}", folder / f"zip-{kind}", db, source,
+                            compression=True, executor=kind)  # fmt: skip
             self.backup(
                 "incremental-plain",
                 folder / "incremental",
@@ -387,6 +424,11 @@ class Bench:
             "restore-compressed": "repobackup restore from the compressed backup",
             "verify-plain": "repobackup verify of the plain backup",
             "verify-compressed": "repobackup verify of the compressed backup",
+            "resumed-plain": "repobackup plain backup run again after a kill at 90%",
+            **{
+                f"full-compressed {kind}": f"repobackup full backup, compressed, on {kind}"
+                for kind in self.args.executors
+            },
         }
         best = {label: self.best(label) for label in names}
         median = {label: self.best(label, median=True) for label in names}
@@ -422,12 +464,14 @@ class Bench:
             ("compressed backup speed / restic speed", "speed", zip_, "restic backup", ">=", 2.0),
             ("compressed archive size / restic repository size", "size", zip_, "restic backup",
              "<=", 1.05),
-            ("plain backup speed / cp -r speed", "speed", plain, "cp -r", ">=", 0.4),
+            ("plain backup speed / cp -r speed", "speed", plain, "cp -r", ">=", 0.5),
             ("incremental (1% changed) time / full backup time", "seconds", "incremental-plain",
-             plain, "<=", 0.10),
-            ("restore speed / backup speed, plain", "speed", "restore-plain", plain, ">=", 0.8),
+             plain, "<=", 0.05),
+            ("resumed after a kill at 90% time / full backup time", "seconds", "resumed-plain",
+             plain, "<=", 0.25),
+            ("restore speed / backup speed, plain", "speed", "restore-plain", plain, ">=", 1.0),
             ("restore speed / backup speed, compressed", "speed", "restore-compressed", zip_,
-             ">=", 0.8),
+             ">=", 1.0),
         ]  # fmt: skip
 
         def ratio(view: dict[str, Measured | None], kind: str, a: str, b: str) -> float | None:
@@ -540,20 +584,31 @@ def summarize_profile(path: Path, top: int = 15) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """The benchmark's command line."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, help="records mode: a repository of N records")
     parser.add_argument("--gib", type=float, help="files mode: a repository of about G GiB")
     parser.add_argument("--quick", action="store_true", help="20k records and 50 MiB, in a minute")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each measure (best kept)")
     parser.add_argument("--workers", type=int, default=None, help="the engine's max_workers")
+    parser.add_argument(
+        "--executors",
+        nargs="*",
+        default=["processes", "dask:1", "dask:2"],
+        help="extra compressed backups on these executors (processes, dask:N)",
+    )
     parser.add_argument("--workdir", default=str(HERE / "out"), help="cache and scratch space")
     parser.add_argument("--profile", metavar="DIR", help="run repobackup under py-spy into DIR")
     parser.add_argument(
         "--settle", type=float, default=15, help="seconds the disk gets before the first run"
     )
     parser.add_argument("--summarize", metavar="FILE", nargs="+", help="summarize py-spy files")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The benchmark's command line."""
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.summarize:
         for name in args.summarize:

@@ -5,13 +5,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
-from repobackup import Engine, SqliteRepository, to_json
+from repobackup import Engine, SqliteRepository, SqliteTaskStore, to_json
 
 
 def _high_water_kib() -> int:
@@ -20,6 +23,37 @@ def _high_water_kib() -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     return 0
+
+
+@contextlib.contextmanager
+def _executor(spec: dict[str, Any]) -> Iterator[Executor | None]:
+    """``executor``: none (the engine's own threads), ``processes`` (a process pool of
+    ``workers``), or ``dask:N`` (a LocalCluster of N single-threaded worker processes)."""
+    kind = spec.get("executor") or ""
+    if not kind:
+        yield None
+    elif kind == "processes":
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("forkserver")
+        with ProcessPoolExecutor(spec.get("workers"), mp_context=context) as pool:
+            yield pool
+    else:
+        import distributed
+
+        count = int(kind.partition(":")[2] or 2)
+        with (
+            distributed.LocalCluster(
+                n_workers=count,
+                processes=True,
+                threads_per_worker=1,
+                host="127.0.0.1",
+                dashboard_address=None,
+            ) as cluster,
+            distributed.Client(cluster) as client,
+        ):
+            yield client.get_executor(pure=False, retries=2)
 
 
 def _summary(summary: Any) -> dict[str, Any]:
@@ -42,8 +76,12 @@ def backup(spec: dict[str, Any]) -> dict[str, Any]:
     }
     if spec.get("since"):
         content.update(increment=True, incrementDate=spec["since"])
-    with SqliteRepository(spec["db"], spec["blobs"]) as repo:
-        engine = Engine(repo, max_workers=spec.get("workers"))
+    tasks = SqliteTaskStore(spec["tasks"]) if spec.get("tasks") else None
+    with SqliteRepository(spec["db"], spec["blobs"]) as repo, _executor(spec) as executor:
+        engine = Engine(repo, max_workers=spec.get("workers"), executor=executor, tasks=tasks)
+        # A run killed before (see bench.py's resumed run) is ended first, as the CLI does:
+        # what it stored waits for this run to resume from.
+        engine.recover_interrupted()
         task = engine.create_task(
             {"name": spec["name"], "storeLocation": spec["store"], "content": content}
         )
@@ -55,8 +93,8 @@ def backup(spec: dict[str, Any]) -> dict[str, Any]:
 
 def restore(spec: dict[str, Any]) -> dict[str, Any]:
     """A restore of the backup at ``location`` into a new repository at ``db``/``blobs``."""
-    with SqliteRepository(spec["db"], spec["blobs"]) as repo:
-        engine = Engine(repo, max_workers=spec.get("workers"))
+    with SqliteRepository(spec["db"], spec["blobs"]) as repo, _executor(spec) as executor:
+        engine = Engine(repo, max_workers=spec.get("workers"), executor=executor)
         task = engine.create_task(
             {
                 "name": "restore",

@@ -5,19 +5,16 @@ from __future__ import annotations
 import http.client
 import json
 import re
-import socketserver
-import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import Response, Server, serving
 from helpers import engine_fixture as _engine  # noqa: F401 - the engine fixture
 from repobackup import Engine, SqliteRepository, TaskState, ValidationError, to_json
 from repobackup.adapters.wsgi import (
@@ -30,77 +27,6 @@ from spec_examples import SPEC_BACKUP, SPEC_RESTORE
 
 TRACE_ID = re.compile(r"[0-9a-f]{32}")
 BASE = "/job/api/job/backup"
-
-
-class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
-    """wsgiref's server, one thread per request."""
-
-    daemon_threads = True
-
-
-class QuietHandler(WSGIRequestHandler):
-    """A request handler that keeps the access log out of the test output."""
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@contextmanager
-def serving(app: Any) -> Iterator[Server]:
-    """Serve *app* on an ephemeral port of 127.0.0.1 for the duration of the block."""
-    server = make_server(
-        "127.0.0.1", 0, app, server_class=ThreadingWSGIServer, handler_class=QuietHandler
-    )
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield Server(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
-class Response:
-    """What came back: status, headers and the parsed JSON body."""
-
-    def __init__(self, status: int, headers: http.client.HTTPMessage, raw: bytes) -> None:
-        self.status = status
-        self.headers = headers
-        self.raw = raw
-        self.json: Any = json.loads(raw.decode("utf-8"))
-
-    def __repr__(self) -> str:
-        return f"<Response {self.status} {self.raw[:300]!r}>"
-
-
-class Server:
-    """A client of the served app."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes | str | None = None,
-        headers: dict[str, Any] | None = None,
-    ) -> Response:
-        """Send one request and read the whole answer."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            response = conn.getresponse()
-            return Response(response.status, response.headers, response.read())
-        finally:
-            conn.close()
-
-    def create(self, body: bytes | str, headers: dict[str, Any] | None = None) -> Response:
-        """POST a task."""
-        return self.request(
-            "POST", BASE, body, {"Content-Type": "application/json"} | (headers or {})
-        )
 
 
 @pytest.fixture(name="store")

@@ -1,7 +1,8 @@
-"""Reading the original server's own backups (folder and zip) as a restore source.
+"""The reader of the original server's own backups (folder and zip), unit by unit.
 
-Until restore, verify and ``ls`` take these backups, these tests import the private reader
-(repobackup._archive.bkrepo) directly; afterwards they go through Engine restore and verify.
+These reach the private reader for what the public API does not show (scopes, line counts,
+callbacks, the fixture's bytes); restore, verify and the command line on such backups are
+tested through public names in test_bkrepo_restore.py.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import fsspec
 import pytest
 
 import bkrepo_fixture as fx
-from repobackup import ConflictStrategy, SqliteRepository
+from repobackup import SqliteRepository
 from repobackup._archive.bkrepo import (
     BkrepoBackup,
     BkrepoProblem,
@@ -213,40 +214,6 @@ class TestMapping:
             user = _by(records, "user")["admin"]
             assert user.modified == datetime(2024, 12, 24, 17, 13, 54, tzinfo=zone)
             assert all(r.modified.utcoffset() is not None for r in records)
-
-
-def _restore(backup: BkrepoBackup, target: SqliteRepository, conflict: ConflictStrategy) -> None:
-    for scope in backup.scopes():
-        records = list(backup.records(scope))
-        for record in records:
-            if record.blob is not None and not target.has_blob(record.blob):
-                with backup.open_blob(record.blob) as file:
-                    target.write_blob(record.blob, iter(lambda f=file: f.read(65536), b""))
-        target.apply(records, conflict)
-
-
-class TestRestoreIntoSqlite:
-    def test_round_trip(self, form: BkrepoBackup, tmp_path: Path) -> None:
-        """Every record and blob goes through Target.apply and write_blob unchanged."""
-        target = SqliteRepository(tmp_path / "repo.db")
-        _restore(form, target, ConflictStrategy.OVERWRITE)
-        assert target.read_file("demo", "generic", "/docs/readme.txt") == fx.DATA["readme"]
-        assert target.read_file("demo", "maven", "/com/x/lib/1.0/lib-1.0.jar") == fx.DATA["jar"]
-        assert target.get_document("user", "admin")["pwd"] == "x"  # type: ignore[index]
-        project = target.get_document("project", "demo", project_id="demo")
-        assert project is not None
-        assert project["id"] == fx.object_id(6)
-        snapshot = target.snapshot()
-        assert len(snapshot["records"]) == len(_all(form))
-
-    def test_skip_keeps_what_the_target_has(self, form: BkrepoBackup, tmp_path: Path) -> None:
-        """Under SKIP a file already in the target is left alone; OVERWRITE replaces it."""
-        target = SqliteRepository(tmp_path / "repo.db")
-        target.put_file("demo", "generic", "/docs/readme.txt", b"mine")
-        _restore(form, target, ConflictStrategy.SKIP)
-        assert target.read_file("demo", "generic", "/docs/readme.txt") == b"mine"
-        _restore(form, target, ConflictStrategy.OVERWRITE)
-        assert target.read_file("demo", "generic", "/docs/readme.txt") == fx.DATA["readme"]
 
 
 class TestNothingTrusted:

@@ -22,6 +22,7 @@ from typing import Any
 import attrs
 import pytest
 
+from helpers import last_json
 from repobackup import (
     BackendError,
     RunSummary,
@@ -62,7 +63,9 @@ class Result:
     err: str
 
     def json(self) -> Any:
-        return json.loads(self.out)
+        """The JSON document printed; for a run, its last line (the summary message after
+        the status lines)."""
+        return last_json(self.out)
 
 
 @pytest.fixture(name="cli")
@@ -135,7 +138,9 @@ class TestBackupAndRestore:
         """--json prints the run summary as the API's JSON, readable back into a RunSummary."""
         result = backup(cli, source, tmp_path / "store", "--all", "--json")
         assert result.code == EXIT_OK
-        summary = from_json(RunSummary, result.json())
+        data = result.json()
+        assert data.pop("messageType") == "summary"  # restic's summary message
+        summary = from_json(RunSummary, data)
         assert summary.state is TaskState.FINISHED
         assert summary.location is not None
         assert Path(summary.location) == only_location(tmp_path / "store")
@@ -502,13 +507,14 @@ class TestRepositories:
     """--repository names a SQLite path or a backend NAME:ARG from the registry."""
 
     def test_memory_backend(self, cli: Any, tmp_path: Path) -> None:
-        """`memory:` opens the built-in in-memory repository (empty: only common data is absent)."""
+        """`memory:` opens the built-in in-memory repository: empty, so a backup of it
+        matches nothing and fails rather than writing an empty backup."""
         result = cli(
             "backup", "-r", "memory:", "--store", tmp_path / "s", "--name", "n",
             "--project-regex", "*", "--json",
         )  # fmt: skip
-        assert result.code == EXIT_OK, result.err
-        assert result.json()["counts"]["recordsWritten"] == 0
+        assert result.code == EXIT_FAILED, result.err
+        assert "nothing matched" in result.json()["errors"][-1]["message"]
 
     def test_sqlite_prefix(self, cli: Any, source: Path, tmp_path: Path) -> None:
         """`sqlite:PATH` is the same as PATH, and its task database sits beside it."""
@@ -775,7 +781,7 @@ class TestServe:
 
     def test_serves_and_schedules(self, source: Path, tmp_path: Path) -> None:
         """On 127.0.0.1 the API answers; a task created over HTTP is run by the scheduler."""
-        process = spawn("serve", "-r", source, "--port", "0")
+        process = spawn("serve", "-r", source, "--port", "0", "--store-root", tmp_path / "store")
         try:
             base = served_url(process)
             assert base.startswith("http://127.0.0.1:")
@@ -930,18 +936,18 @@ class TestExitCodes:
         args = ["backup", "-r", source, "--store", store, "--name", "nightly", "--all", "--json"]
         clean = cli_process(*args)
         assert clean.returncode == EXIT_OK, clean.stderr
-        location = Path(json.loads(clean.stdout)["location"])
+        location = Path(last_json(clean.stdout)["location"])
         assert cli_process("verify", location).returncode == EXIT_OK
         victim = next(p for p in sorted((tmp_path / "source.db.blobs").rglob("*")) if p.is_file())
         victim.unlink()
         partial = cli_process(*args)
         assert partial.returncode == EXIT_PARTIAL, partial.stderr
-        summary = json.loads(partial.stdout)
+        summary = last_json(partial.stdout)
         assert summary["state"] == "FINISHED"
         assert summary["counts"]["blobsFailed"] == 1
         failed = cli_process(*args, "--error-strategy", "FAST_FAIL")
         assert failed.returncode == EXIT_FAILED
-        assert json.loads(failed.stdout)["state"] == "FAILED"
+        assert last_json(failed.stdout)["state"] == "FAILED"
         assert cli_process("backup", "--nope").returncode == EXIT_USAGE
         assert cli_process(*args[:-2]).returncode == EXIT_USAGE  # no content option
         blob = next(p for p in sorted((location / "blobs").rglob("*")) if p.is_file())
@@ -970,7 +976,7 @@ class TestExitCodes:
         assert process.returncode == EXIT_TERMINATED, err
         assert "terminated" in err
         assert "Traceback" not in err
-        assert json.loads(out)["state"] == "FAILED"  # --json reports the run it recorded
+        assert last_json(out)["state"] == "FAILED"  # --json reports the run it recorded
         assert not looks_complete(store)
         assert not [p for p in store.rglob("*") if p.name.endswith(".partial")]
         with SqliteTaskStore(tasks_db) as tasks:
@@ -1003,7 +1009,7 @@ class TestExitCodes:
         again = cli_process(*args, "--json", env=slow_env(plugins, marker, "0"))
         assert again.returncode == EXIT_OK, again.stderr
         assert "ended its earlier run" in again.stderr
-        summary = json.loads(again.stdout)
+        summary = last_json(again.stdout)
         assert summary["taskId"] == task.id
         assert [p.name for p in looks_complete(store)] == ["manifest.json"]
         assert not [p for p in store.rglob("*") if p.name.endswith(".partial")]
@@ -1069,7 +1075,7 @@ class TestBrokenPipe:
         repo = many_files(tmp_path / "big.db", 1500)
         made = cli_process("backup", "-r", repo, "--store", tmp_path / "s", "--name", "n",
                            "--all", "--json")  # fmt: skip
-        location = json.loads(made.stdout)["location"]
+        location = last_json(made.stdout)["location"]
         command = [sys.executable, "-m", "repobackup.cli", "ls", "--files", location]
         for _ in range(4):
             piped = subprocess.run(

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -196,6 +197,60 @@ def test_blobs_copied_in_worker_processes(
     restored = run(Engine(target, passphrase=PASS), restore_body(backup.location))
     assert restored.state is TaskState.FINISHED, restored.errors
     assert target.snapshot() == repo.snapshot()
+
+
+@pytest.mark.parametrize("compression", [False, True], ids=["folder", "zip"])
+def test_backup_and_restore_on_a_process_pool(
+    tmp_path: Path,
+    source: tuple[SqliteRepository, list[bytes]],
+    target: SqliteRepository,
+    compression: bool,
+) -> None:
+    """Both the backup's and the restore's blob jobs run in worker processes, which hold
+    the opened key and never the passphrase: nothing leaks, and the round trip is whole."""
+    repo, contents = source
+    with ProcessPoolExecutor(2) as pool:
+        backup = run(
+            Engine(repo, passphrase=PASS, executor=pool),
+            body(tmp_path / "store", compression=compression),
+        )
+        assert backup.state is TaskState.FINISHED, backup.errors
+        assert backup.location is not None
+        assert not backup.notes  # the blobs did go to the pool
+        assert scan(tmp_path / "store", contents) == []
+        restored = run(
+            Engine(target, passphrase=PASS, executor=pool), restore_body(backup.location)
+        )
+    assert restored.state is TaskState.FINISHED, restored.errors
+    assert not restored.notes  # the restore's blobs went to the pool too
+    assert target.snapshot() == repo.snapshot()
+    assert Engine(repo, passphrase=PASS).verify(backup.location).ok
+
+
+@pytest.mark.parametrize("compression", [False, True], ids=["folder", "zip"])
+def test_key_files_are_private(
+    tmp_path: Path, source: tuple[SqliteRepository, list[bytes]], compression: bool
+) -> None:
+    """Under a permissive umask, the task folder's key files and their copies in a folder
+    backup are the owner's only (0600 in 0700 folders), like every other backup file."""
+    repo, _ = source
+    old = os.umask(0o022)
+    try:
+        backup = run(
+            Engine(repo, passphrase=PASS), body(tmp_path / "store", compression=compression)
+        )
+    finally:
+        os.umask(old)
+    assert backup.state is TaskState.FINISHED, backup.errors
+    assert backup.location is not None
+    keys = [tmp_path / "store" / "vault" / "keys"]
+    if not compression:
+        keys.append(Path(backup.location) / "keys")
+    for folder in keys:
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+        files = list(folder.iterdir())
+        assert files
+        assert {stat.S_IMODE(path.stat().st_mode) for path in files} == {0o600}, folder
 
 
 def test_flipped_byte_in_a_zip_is_refused(

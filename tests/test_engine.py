@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from helpers import Clock
@@ -345,7 +345,8 @@ class TestErrors:
         assert any(bad in e.message or e.key == bad for e in summary.errors)
         assert engine.get_task(task_id).state is TaskState.FAILED
         assert not list(tmp_path.rglob("manifest.json"))
-        assert not [p for p in (tmp_path / "nightly").iterdir()]  # the partial folder is gone
+        # The partial folder is gone; only its blobs may wait for the next run to resume.
+        assert [p.name for p in (tmp_path / "nightly").iterdir()] in ([], [".nightly.resume"])
 
     def test_corrupted_blob_is_never_restored(
         self, repo: SqliteRepository, empty: SqliteRepository, tmp_path: Path
@@ -433,7 +434,8 @@ class TestProperties:
         self, entries: list[Any], common: dict[str, Any], compression: bool
     ) -> None:
         """A random repository backed up and restored into an empty one is identical,
-        record for record and byte for byte."""
+        record for record and byte for byte (an empty one is a failed backup, tested apart)."""
+        assume(entries or common)
         with tempfile.TemporaryDirectory() as scratch:
             root = Path(scratch)
             with (

@@ -3,6 +3,7 @@
 Projects, repositories, files (nodes) with metadata and content, and common data.
 """
 
+from ._archive.retention import RetentionDecision
 from ._archive.verify import VerifyProblem, VerifyReport, verify
 from ._backends.memory import MemoryRepository
 from ._backends.protocols import Outcome, Record, Scope, Source, Target
@@ -66,6 +67,7 @@ __all__ = [
     "Record",
     "RepoBackupError",
     "Retention",
+    "RetentionDecision",
     "RunCounts",
     "RunError",
     "RunSummary",

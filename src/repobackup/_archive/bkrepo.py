@@ -411,6 +411,16 @@ class BkrepoBackup:
                 if record is not None:
                     yield record
 
+    # -- entries
+
+    def exists(self, entry: str) -> bool:
+        """Whether *entry* (a path below ``<stamp>/``) is a file of the backup."""
+        return self._tree.exists(entry)
+
+    def open_entry(self, entry: str) -> IO[bytes]:
+        """The content of *entry* as stored: a blob unchecked (`open_blob` checks it)."""
+        return self._tree.open(entry)
+
     # -- blobs
 
     @staticmethod

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Mapping
+from datetime import tzinfo
 from typing import Any
 
 import attrs
 import fsspec
 
-from ..exceptions import ArchiveError, DecryptionError, store_errors
+from ..exceptions import ArchiveError, DecryptionError, StoreError, store_errors
+from .bkrepo import detect as is_bkrepo
+from .bkrepo import find_bkrepo
+from .bkrepo_reader import open_reader
 from .layout import BACKUP_NAME, BackupReader, FolderReader, open_store
 from .manifest import MANIFEST
 from .store import Store, parse_partial
@@ -102,9 +106,12 @@ def describe(
     fs, path = open_store(location, storage_options)
     path = path.rstrip("/")
     found = []
-    for name in list_names(fs, path):
+    names = list_names(fs, path)
+    # The original server's backups: nothing marks them complete, so they are named as such.
+    bkrepo = [posixpath.basename(bk) for bk in (find_bkrepo(fs, path) if names else ())]
+    for name in names:
         final = parse_partial(name)
-        if not BACKUP_NAME.match(final if final is not None else name):
+        if not BACKUP_NAME.match(final if final is not None else name) or name in bkrepo:
             continue
         entry = posixpath.join(path, name)
         if final is not None:
@@ -119,6 +126,7 @@ def describe(
             found.append((name, f"incomplete ({_why(exc)})"))
             continue
         found.append((name, "zip" if name.endswith(".zip") else "complete"))
+    found.extend((name, "bk-repo (no completeness marker)") for name in bkrepo)
     return found
 
 
@@ -138,13 +146,54 @@ def _is_single_backup(fs: fsspec.AbstractFileSystem, path: str) -> tuple[bool, b
     return single, kind is not None
 
 
+def _open_one(
+    fs: fsspec.AbstractFileSystem, path: str, location: str, zone: tzinfo | None
+) -> BackupReader:
+    """One backup of ours, or else a zip of the original server's."""
+    try:
+        return open_backup(fs, path, location)
+    except ArchiveError:
+        # Not one of ours (a store failure is not an ArchiveError and goes on up).
+        if path.endswith(".zip") and _is_bkrepo_zip(fs, path):
+            return open_reader(fs, path, location, zone)
+        raise
+
+
+def _is_bkrepo_zip(fs: fsspec.AbstractFileSystem, path: str) -> bool:
+    try:
+        return is_bkrepo(fs, path)
+    except StoreError:
+        return False  # our own reader, which retries, then reports it by its location
+
+
+def _bkrepo_at(
+    fs: fsspec.AbstractFileSystem, path: str, location: str, zone: tzinfo | None
+) -> BackupReader | None:
+    """The folder *path* opened as a bk-repo backup, or the newest such backup in it; None
+    when it is neither. Asked only once no backup of ours is found there."""
+    if is_bkrepo(fs, path):
+        return open_reader(fs, path, location, zone)
+    found = find_bkrepo(fs, path)
+    if not found:
+        return None
+    return open_reader(
+        fs, found[-1], f"{location.rstrip('/')}/{posixpath.basename(found[-1])}", zone
+    )
+
+
 def open_backup_chain(
-    location: str, storage_options: Mapping[str, Mapping[str, Any]] | None = None
+    location: str,
+    storage_options: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    zone: tzinfo | None = None,
 ) -> list[BackupReader]:
     """The backups a restore from *location* applies, oldest first.
 
     A backup folder or zip is restored alone. A task folder restores its newest complete
     backup and, when that is an increment, the backups it follows back to a full one.
+    A backup of the original server (bk-repo), recognised by its layout, is opened as a
+    `BkrepoReader`, its offset-less times in *zone* (None: this machine's); a task folder
+    holding only such backups gives its newest.
     """
     fs, path = open_store(location, storage_options)
     path = path.rstrip("/")
@@ -153,10 +202,12 @@ def open_backup_chain(
         if single or not exists:
             if not exists:
                 raise ArchiveError(f"no backup at {location!r}")
-            return [open_backup(fs, path, location)]
+            return [_open_one(fs, path, location, zone)]
         if Store(fs).kind(path) != "directory":
             raise ArchiveError(f"no backup at {location!r}")
     readers = complete_backups(fs, path, location=location)
+    if not readers and (bkrepo := _bkrepo_at(fs, path, location, zone)) is not None:
+        return [bkrepo]
     if not readers:
         if BACKUP_NAME.match(posixpath.basename(path)):
             # Named like a backup, holding none: a backup folder that never completed.

@@ -20,6 +20,7 @@ import attrs
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+from fsspec.implementations.local import LocalFileSystem
 
 from ..exceptions import ArchiveError, DecryptionError, ValidationError, store_errors
 from .crypto import KEY_SIZE, MasterKey
@@ -254,6 +255,10 @@ def write_key_file(fs: Any, keys_dir: str, key_file: KeyFile) -> None:
     with store_errors(f"writing key file {path}"):
         fs.makedirs(keys_dir, exist_ok=True)
         fs.pipe_file(path, key_file.to_json())
+        if isinstance(fs, LocalFileSystem):
+            # Private like every backup file: only the owner reads a wrapped key.
+            os.chmod(keys_dir, 0o700)
+            os.chmod(path, 0o600)
 
 
 def read_key_file(fs: Any, path: str) -> KeyFile:

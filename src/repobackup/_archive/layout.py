@@ -7,10 +7,14 @@ its presence marks a complete backup. Nothing read from an archive is trusted.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import io
 import json
+import os
 import posixpath
 import re
+import stat
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
@@ -23,7 +27,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from .._backends.protocols import Record, Scope
 from .._model.times import parse_datetime
-from ..exceptions import ArchiveError, store_errors
+from ..exceptions import ArchiveError, StoreError, store_errors
 from .manifest import MANIFEST, Manifest, dump, parse_manifest, read_bounded
 from .sealing import Sealing, seal_writer, unsealed
 from .store import Store, partial_path, publish
@@ -31,6 +35,9 @@ from .store import Store, partial_path, publish
 __all__ = [
     "BackupReader",
     "BackupWriter",
+    "Limited",
+    "bounded",
+    "Overrun",
     "MemberInfo",
     "blob_member",
     "decode_component",
@@ -53,19 +60,47 @@ _SAFE = "-_~@+=,."
 _LINES = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
+# File systems limit one path component to 255 bytes. The longest name we add to an encoded
+# id is a records member's suffix (".jsonl.zst") or a partial name's ".<12 hex>.partial"; an
+# encoded id longer than this is stored as a prefix of it plus a hash of the whole id.
+MAX_COMPONENT = 200
+_HASHED = "~h-"  # "~" is kept as is by the encoding and starts no encoded id of ours
+_HASH_HEX = 32
+_PREFIX = MAX_COMPONENT - len(_HASHED) - _HASH_HEX - 1
+
+
 def encode_component(value: str) -> str:
-    """An id as one safe path component: percent-encoded, never empty, never ``.`` or ``..``."""
+    """An id as one safe path component: percent-encoded, never empty, never ``.`` or ``..``,
+    never longer than `MAX_COMPONENT` bytes.
+
+    An id whose encoding is longer is stored as ``~h-<prefix>-<sha256 of the id, 32 hex>``
+    (docs/format.md, "Long ids"): the full id is in the records and the manifest, never only
+    in the path.
+    """
     if not value:
         raise ValueError("an empty id cannot name a path component")
     encoded = quote(value, safe=_SAFE)
     # A leading dot would make "." and ".." (and hidden names); encode it.
     if encoded.startswith("."):
         encoded = "%2E" + encoded[1:]
-    return encoded
+    if encoded.startswith("~"):
+        encoded = "%7E" + encoded[1:]  # keeps "~h-" for the hashed form alone
+    if len(encoded) <= MAX_COMPONENT:
+        return encoded
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_HEX]
+    prefix = encoded[:_PREFIX]
+    # Never cut a percent escape in two.
+    cut = prefix.rfind("%", len(prefix) - 2)
+    if cut != -1:
+        prefix = prefix[:cut]
+    return f"{_HASHED}{prefix}-{digest}"
 
 
 def decode_component(component: str) -> str:
-    """The id a path component names; ArchiveError unless it is exactly how we encode ids."""
+    """The id a path component names; ArchiveError unless it is exactly how we encode ids.
+    A hashed long id cannot be decoded from its path: its records and manifest hold it."""
+    if component.startswith(_HASHED):
+        raise ArchiveError(f"path component {component!r} is a hashed long id")
     value = unquote(component, errors="strict")
     if not value or encode_component(value) != component:
         raise ArchiveError(f"unsafe or non-canonical path component {component!r}")
@@ -162,8 +197,9 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     """*raw* parsed as a JSON object; ArchiveError starting with *what* otherwise."""
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ArchiveError(f"{what}: {exc}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: JSON nested deeper than the interpreter's stack allows.
+        raise ArchiveError(f"{what}: {type(exc).__name__}: {exc}") from None
     if not isinstance(data, dict):
         raise ArchiveError(f"{what}: found {type(data).__name__}")
     return data
@@ -185,9 +221,47 @@ def open_store(
     """The filesystem and path of a store location, with the options for its protocol."""
     protocol = fsspec.utils.get_protocol(location)
     options = dict((storage_options or {}).get(protocol, {}))
+    deadline = options.pop(DEADLINE_OPTION, None)
+    if deadline is not None and not (
+        isinstance(deadline, (int, float)) and not isinstance(deadline, bool) and deadline > 0
+    ):
+        raise StoreError(f"{DEADLINE_OPTION} of {protocol!r} must be a positive number of seconds")
+    s3 = protocol in ("s3", "s3a")
+    if s3:
+        options = s3_options(options)
     with store_errors(f"opening store {location!r}"):
         fs, path = fsspec.core.url_to_fs(location, **options)
+    if deadline is not None:
+        # Read by every Store made on this filesystem (store.py, `deadline_of`).
+        fs.repobackup_deadline = float(deadline)
+    if s3 and isinstance(getattr(fs, "retries", None), int):
+        # A class attribute in s3fs, not an option: set on the instance.
+        fs.retries = S3_RETRIES
     return fs, path
+
+
+#: The storage option (per protocol) giving the seconds one store operation may take,
+#: retries included: ``storage_options={"s3": {"store_deadline": 30, ...}}``.
+DEADLINE_OPTION = "store_deadline"
+
+# s3fs retries each request 5 times and botocore each of those 5 more, with backoff: one
+# PUT under an outage took 40 s. Ours rule instead (store.py): s3fs tries once, botocore
+# once more after a short backoff.
+S3_RETRIES = 1
+S3_CONFIG: Mapping[str, Any] = {
+    "retries": {"max_attempts": 2, "mode": "standard"},
+    "connect_timeout": 10,
+    "read_timeout": 30,
+}
+
+
+def s3_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """s3fs *options* with bounded retries and timeouts, unless they set their own."""
+    merged = dict(options)
+    config = dict(S3_CONFIG)
+    config.update(merged.get("config_kwargs") or {})
+    merged["config_kwargs"] = config
+    return merged
 
 
 def task_folder(
@@ -279,6 +353,11 @@ class FolderWriter:
     def __repr__(self) -> str:
         return f"<FolderWriter {self.location!r}>"
 
+    @property
+    def root(self) -> str:
+        """The folder members are written under (hidden until commit on a local disk)."""
+        return self._root
+
     def _path_made(self, member: str) -> str:
         """The full path of *member*, its folder created once."""
         path = posixpath.join(self._root, member)
@@ -334,10 +413,30 @@ class FolderWriter:
                 # Removed under us (a run taken for dead was cleaned up): never let a
                 # manifest alone make a backup look complete.
                 raise FileNotFoundError(f"{self._root} was removed while the backup ran")
-            with self._open(MANIFEST) as file:
-                file.write(data)
             if self._local:
+                with self._open(MANIFEST) as file:
+                    file.write(data)
                 publish(self._root, self._final)
+            else:
+                self._commit_in_place(data)
+
+    def _commit_in_place(self, data: bytes) -> None:
+        """Write the manifest of a backup written in place: under a partial name, moved to
+        ``manifest.json`` once whole, so that a write that fails (no space on close) never
+        leaves a manifest, empty or cut short, even when removing what was written fails."""
+        final = self._path_made(MANIFEST)
+        partial = partial_path(final)
+        try:
+            # Sealed as manifest.json, the name it is read under once moved.
+            with (
+                self.store.open(partial, "wb") as raw,
+                seal_writer(self.sealing, raw, MANIFEST) as file,
+            ):
+                file.write(data)
+            self.store.move(partial, final)
+        except BaseException:
+            self._remove(partial)
+            raise
 
     def abort(self) -> None:
         self._remove(self._root)
@@ -398,11 +497,29 @@ class FolderReader:
 
     def exists(self, member: str) -> bool:
         path = self._path(member)
+        if self.store.local:
+            try:
+                os.close(_open_regular(self.path, member))
+            except FileNotFoundError:
+                return False
+            except ArchiveError:
+                return True  # there, but refused when opened
+            except OSError as exc:
+                raise StoreError(f"checking {path}: {exc.strerror or exc}") from None
+            return True
         with store_errors(f"reading {member}"):
             return self.store.kind(path) == "file"
 
     def open(self, member: str) -> IO[bytes]:
         path = self._path(member)
+        if self.store.local:
+            try:
+                fd = _open_regular(self.path, member)
+            except OSError as exc:
+                if isinstance(exc, FileNotFoundError):
+                    raise ArchiveError(f"{self.location}: {member} is missing") from None
+                raise StoreError(f"reading {path}: {exc.strerror or exc}") from None
+            return unsealed(self.sealing, open(fd, "rb", buffering=CHUNK), member)
         with store_errors(f"reading {member}"):
             return unsealed(self.sealing, self.store.open(path, "rb"), member)
 
@@ -412,6 +529,88 @@ class FolderReader:
 
     def close(self) -> None:
         return None
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+
+
+def _open_regular(root: str, member: str) -> int:
+    """A descriptor of *member* under the local folder *root*, opened without following any
+    link on the way; ArchiveError for anything that is not a plain folder or regular file.
+
+    Each folder is opened relative to the last with O_NOFOLLOW, so that neither a link as
+    the member nor a link among its folders (``projects`` pointing outside) is followed; the
+    file is opened non-blocking so that a FIFO cannot hang the open, and refused unless
+    fstat says it is a regular file: nothing but a file is ever read.
+    """
+    parts = member.split("/")
+    fd = os.open(root, os.O_RDONLY | _DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            try:
+                inner = os.open(part, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise ArchiveError(f"{member}: {part} is a link or not a folder") from None
+                raise
+            os.close(fd)
+            fd = inner
+        flags = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
+        try:
+            file = os.open(parts[-1], flags, dir_fd=fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ArchiveError(f"{member}: a symbolic link, refused") from None
+            raise
+    finally:
+        os.close(fd)
+    mode = os.fstat(file).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(file)
+        raise ArchiveError(f"{member}: not a regular file (a FIFO, device or folder), refused")
+    os.set_blocking(file, True)
+    return file
+
+
+class Overrun(ArchiveError):
+    """A member holds more bytes than its archive or record declares."""
+
+
+class Limited(io.RawIOBase):
+    """Reads through *file*, and raises ArchiveError (naming *what*) once more than *limit*
+    bytes came: a member is never read past the size its archive or record declares."""
+
+    def __init__(self, file: IO[bytes], limit: int, what: str) -> None:
+        super().__init__()
+        self.file = file
+        self.limit = limit
+        self.what = what
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        # Never ask for more than one byte past the limit.
+        want = min(len(buffer), self.limit + 1 - self.count)
+        data = self.file.read(want) if want > 0 else b""
+        count = len(data)
+        buffer[:count] = data
+        self.count += count
+        if self.count > self.limit:
+            raise Overrun(f"{self.what}: longer than the {self.limit} bytes declared")
+        return count
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.file.close()
+        super().close()
+
+
+def bounded(file: IO[bytes], limit: int, what: str) -> IO[bytes]:
+    """*file*, read through `Limited`: Overrun once more than *limit* bytes came."""
+    return cast(IO[bytes], Limited(file, limit, what))
 
 
 def check_member_path(member: str) -> None:

@@ -23,10 +23,12 @@ __all__ = [
     "Member",
     "dump",
     "failed_blobs_of",
+    "failed_records_of",
     "follows_of",
     "parse_manifest",
     "projects_of",
     "read_bounded",
+    "task_id_of",
 ]
 
 FORMAT = 1
@@ -80,6 +82,9 @@ class Manifest:
     blobs: BlobTally
     #: Format 2 only: the key set and cipher of an encrypted backup.
     encryption: Mapping[str, Any] | None = None
+    #: The keys (project/repository/collection/key) of records that could not be backed up:
+    #: they are missing from the backup, and `verify` says so.
+    failed_records: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The manifest as JSON data, in format 1's field names and order."""
@@ -92,6 +97,7 @@ class Manifest:
         data["projects"] = {project: list(repos) for project, repos in self.projects.items()}
         data["members"] = [to_json(member) for member in self.members]
         data["blobs"]["failed"] = list(self.blobs.failed)
+        data["failedRecords"] = list(self.failed_records)
         return data
 
     def dump(self) -> bytes:
@@ -159,6 +165,19 @@ def failed_blobs_of(manifest: Mapping[str, Any]) -> set[str]:
     blobs = manifest.get("blobs")
     failed = blobs.get("failed") if isinstance(blobs, dict) else None
     return {sha for sha in failed or () if isinstance(sha, str)}
+
+
+def failed_records_of(manifest: Mapping[str, Any]) -> list[str]:
+    """The keys of the records the manifest lists as failed at backup time (malformed
+    entries are ignored)."""
+    failed = manifest.get("failedRecords")
+    return [key for key in failed if isinstance(key, str)] if isinstance(failed, list) else []
+
+
+def task_id_of(manifest: Mapping[str, Any]) -> str | None:
+    """The id of the task that wrote the backup, or None when the manifest names none."""
+    task_id = manifest.get("taskId")
+    return task_id if isinstance(task_id, str) and task_id else None
 
 
 def follows_of(manifest: Mapping[str, Any]) -> str | None:

@@ -29,6 +29,7 @@ __all__ = [
     "Sealing",
     "check_manifest",
     "is_key_member",
+    "key_scope",
     "open_for_writing",
     "open_sealing",
     "passphrase_scope",
@@ -63,6 +64,22 @@ _keyring: contextvars.ContextVar[_Keyring | None] = contextvars.ContextVar(
 def passphrase_scope(passphrase: Passphrase | None) -> Iterator[None]:
     """Runs, verifies and listings inside this block read and write with *passphrase*."""
     token = _keyring.set(_Keyring(passphrase))
+    try:
+        yield
+    finally:
+        _keyring.reset(token)
+
+
+def _no_passphrase() -> str:
+    raise DecryptionError("no passphrase here: only the key this scope was given opens backups")
+
+
+@contextlib.contextmanager
+def key_scope(sealing: Sealing) -> Iterator[None]:
+    """Backups of *sealing*'s key set open inside this block with no passphrase: where a job
+    runs, in a process that was handed the opened key rather than the passphrase."""
+    keyring = _Keyring(_no_passphrase, {sealing.key.key_set_id: sealing.key})
+    token = _keyring.set(keyring)
     try:
         yield
     finally:

@@ -26,6 +26,7 @@ __all__ = [
     "DEADLINE",
     "PARTIAL",
     "Store",
+    "deadline_of",
     "is_transient",
     "parse_partial",
     "partial_name",
@@ -33,12 +34,14 @@ __all__ = [
     "publish",
     "path_type",
     "retrying",
+    "retrying_whole",
     "store_errors",
 ]
 
 T = TypeVar("T")
 
 ATTEMPTS = 5
+WHOLE_ATTEMPTS = 3  # tries of a whole transfer (a blob copied again from its source)
 BASE = 0.2  # seconds; the n-th retry waits up to BASE * 2**n
 MAX_DELAY = 5.0
 DEADLINE = 60.0  # seconds one operation may spend, retries included
@@ -137,6 +140,24 @@ def is_transient(exc: BaseException) -> bool:
 
 def _worth_retrying(exc: BaseException) -> bool:
     return not isinstance(exc, _PERMANENT) and is_transient(exc)
+
+
+def _ours_worth_retrying(exc: BaseException) -> bool:
+    return _worth_retrying(exc) or (isinstance(exc, StoreError) and is_transient(exc))
+
+
+def retrying_whole(what: str, call: Callable[[], T], *, deadline: float = DEADLINE) -> T:
+    """`retrying` for a call that is a whole transfer (a blob copied from its source): a
+    `StoreError` caused by a transient failure is tried again too, from the start."""
+    retryer = tenacity.Retrying(
+        # Fewer attempts than one request gets: each is a whole transfer, already retried
+        # by the store's client for its own blips.
+        stop=tenacity.stop_after_attempt(WHOLE_ATTEMPTS) | tenacity.stop_after_delay(deadline),
+        wait=tenacity.wait_random_exponential(multiplier=BASE, max=MAX_DELAY),
+        retry=tenacity.retry_if_exception(_ours_worth_retrying),
+        reraise=True,
+    )
+    return retryer(call)
 
 
 def retrying(
@@ -242,16 +263,32 @@ def parse_partial(entry: str) -> str | None:
     return inner
 
 
+def deadline_of(fs: Any) -> float:
+    """The seconds one operation on *fs* may take, retries included: its ``store_deadline``
+    storage option, else `DEADLINE`."""
+    value = getattr(fs, "repobackup_deadline", None)
+    return float(value) if isinstance(value, (int, float)) else DEADLINE
+
+
 class Store:
     """One fsspec filesystem seen through retries and our errors. *deadline* bounds the
     seconds one operation may spend retrying."""
 
-    def __init__(self, fs: fsspec.AbstractFileSystem, *, deadline: float = DEADLINE) -> None:
+    def __init__(self, fs: fsspec.AbstractFileSystem, *, deadline: float | None = None) -> None:
         self.fs = fs
-        self.deadline = deadline
+        # The store_deadline storage option, set on the filesystem when it was opened.
+        self.deadline = deadline if deadline is not None else deadline_of(fs)
 
     def __repr__(self) -> str:
         return f"<Store {type(self.fs).__name__}>"
+
+    def url(self, path: str) -> str:
+        """*path* with the store's protocol, as errors name it (a local path as it is)."""
+        if self.local:
+            return path
+        protocol = self.fs.protocol
+        name = protocol[0] if isinstance(protocol, (tuple, list)) else str(protocol)
+        return path if "://" in path else f"{name}://{path}"
 
     @property
     def local(self) -> bool:
@@ -264,15 +301,15 @@ class Store:
 
     def kind(self, path: str) -> str | None:
         """``"file"``, ``"directory"`` or None when nothing is at *path*."""
-        with store_errors(f"checking {path}"):
-            return path_type(self.fs, path, f"checking {path}")
+        with store_errors(f"checking {self.url(path)}"):
+            return path_type(self.fs, path, f"checking {self.url(path)}")
 
     def exists(self, path: str) -> bool:
         return self.kind(path) is not None
 
     def info(self, path: str, *, what: str | None = None) -> dict[str, Any]:
         """The store's details of *path*; *what* names the operation in errors."""
-        return self._do(what or f"checking {path}", lambda: dict(self.fs.info(path)))
+        return self._do(what or f"checking {self.url(path)}", lambda: dict(self.fs.info(path)))
 
     def names(self, path: str, *, fresh: bool = True) -> list[str]:
         """The names in the folder *path*, sorted (none when it is not a folder). With
@@ -282,7 +319,7 @@ class Store:
             return []
         if fresh:
             self.fs.invalidate_cache(path)
-        listed = self._do(f"listing {path}", lambda: self.fs.ls(path, detail=False))
+        listed = self._do(f"listing {self.url(path)}", lambda: self.fs.ls(path, detail=False))
         return sorted(os.path.basename(p.rstrip("/")) for p in listed)
 
     def open(self, path: str, mode: str = "rb") -> IO[bytes]:
@@ -290,27 +327,29 @@ class Store:
         stream. A local file is opened with io directly: fsspec's wrapper costs more than
         reading or writing a small blob does."""
         if self.local:
-            return self._do(f"opening {path}", lambda: cast(IO[bytes], open(path, mode)))
-        return self._do(f"opening {path}", lambda: cast(IO[bytes], self.fs.open(path, mode)))
+            return self._do(f"opening {self.url(path)}", lambda: cast(IO[bytes], open(path, mode)))
+        return self._do(
+            f"opening {self.url(path)}", lambda: cast(IO[bytes], self.fs.open(path, mode))
+        )
 
     def find(self, path: str) -> list[str]:
         """Every file under the folder *path*, as paths relative to it."""
         root = path.rstrip("/")
-        found = self._do(f"listing {root}", lambda: self.fs.find(root))
+        found = self._do(f"listing {self.url(root)}", lambda: self.fs.find(root))
         return [posixpath.relpath(self.fs._strip_protocol(p), root) for p in found]
 
     def read_range(self, path: str, start: int, end: int, *, what: str | None = None) -> bytes:
         """Bytes *start* to *end* of *path*; *what* names the operation in errors."""
         return self._do(
-            what or f"reading {path}",
+            what or f"reading {self.url(path)}",
             lambda: bytes(self.fs.cat_file(path, start=start, end=end)),
         )
 
     def write_bytes(self, path: str, data: bytes) -> None:
-        self._do(f"writing {path}", lambda: self.fs.pipe_file(path, data))
+        self._do(f"writing {self.url(path)}", lambda: self.fs.pipe_file(path, data))
 
     def makedirs(self, path: str) -> None:
-        self._do(f"creating {path}", lambda: self.fs.makedirs(path, exist_ok=True))
+        self._do(f"creating {self.url(path)}", lambda: self.fs.makedirs(path, exist_ok=True))
 
     def remove(self, path: str, *, recursive: bool = False) -> None:
         """Remove *path*; nothing there already is fine."""
@@ -319,10 +358,10 @@ class Store:
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm(path, recursive=recursive)
 
-        self._do(f"removing {path}", rm)
+        self._do(f"removing {self.url(path)}", rm)
 
     def move(self, source: str, destination: str) -> None:
-        self._do(f"renaming {source}", lambda: self.fs.mv(source, destination))
+        self._do(f"renaming {self.url(source)}", lambda: self.fs.mv(source, destination))
 
     def free_space(self, path: str) -> int | None:
         """Free bytes where *path* would be written, or None where that cannot be known."""

@@ -14,6 +14,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import tzinfo
 from typing import IO, Any
 
 import attrs
@@ -22,26 +23,32 @@ import zstandard
 from .._backends.protocols import Scope
 from .._model.times import parse_datetime
 from ..exceptions import ArchiveError, RepoBackupError, store_errors
+from .bkrepo_reader import UNMARKED, BkrepoReader
 from .catalog import entries, open_backup, open_backup_chain
 from .layout import (
     BACKUP_NAME,
     CHUNK,
     SHA256,
     BackupReader,
+    Overrun,
     blob_member,
+    bounded,
     check_member_path,
     line_to_record,
     open_store,
     record_member,
 )
-from .manifest import MANIFEST
+from .manifest import MANIFEST, failed_records_of
 from .problems import Bounded
 from .sealing import is_key_member, sealing_of
+from .store import retrying
 
 __all__ = ["VerifyProblem", "VerifyReport", "check_records_member", "verify"]
 
 MAX_PROBLEMS = 1000
-MAX_LINE = 64 * 1024 * 1024  # a longer record line is an error, not a reason to run out of memory
+# A longer record line is an error, not a reason to run out of memory: 16 MiB is the largest
+# document the repository server's database holds, and a restore applies the same limit.
+MAX_LINE = 16 * 1024 * 1024
 BLOB_MEMBER = re.compile(
     r"^blobs/(?P<a>[0-9a-f]{2})/(?P<b>[0-9a-f]{2})/(?P<sha>[0-9a-f]{64})(?P<zst>\.zst)?$"
 )
@@ -63,7 +70,9 @@ class VerifyProblem:
 @attrs.frozen
 class VerifyReport:
     """What `verify` found: ``ok`` when nothing is wrong, else every problem (up to a
-    thousand; ``problems_dropped`` counts the rest), with what was checked."""
+    thousand; ``problems_dropped`` counts the rest), with what was checked. ``notes`` says
+    what could not be checked: for a backup of the original server (bk-repo), that nothing
+    marks it complete."""
 
     ok: bool
     location: str
@@ -73,6 +82,7 @@ class VerifyReport:
     members: int = 0
     records: int = 0
     blobs: int = 0
+    notes: tuple[str, ...] = ()
 
 
 def verify(
@@ -80,6 +90,7 @@ def verify(
     storage_options: Mapping[str, Mapping[str, Any]] | None = None,
     *,
     max_workers: int = 4,
+    zone: tzinfo | None = None,
 ) -> VerifyReport:
     """Check the backup at *location* without restoring it.
 
@@ -90,13 +101,23 @@ def verify(
     every blob a live record references is there (plain or ``.zst``) with the content its
     sha256 names; nothing else is in the backup. Everything is streamed once; memory stays
     flat. A store that cannot be read at all raises `StoreError`.
+
+    A backup of the original server (bk-repo; *zone* is the zone of its offset-less times)
+    is checked line by line and blob by blob: every line that does not parse, every entry
+    refused, every blob that does not match its sha256 name or is missing is a problem. It
+    has no completeness marker: a sound one is ``ok`` with a note saying so.
     """
     tally = _Tally()
     try:
-        chain = open_backup_chain(location, storage_options)
+        chain = open_backup_chain(location, storage_options, zone=zone)
     except ArchiveError as exc:
         tally.problem(location, MANIFEST, exc.message)
         return tally.report(location, ())
+    if isinstance(chain[-1], BkrepoReader):
+        try:
+            return _verify_bkrepo(location, chain[-1])
+        finally:
+            chain[-1].close()
     try:
         if chain[-1].location != location:
             _newer_backups(location, storage_options, chain[-1].location, tally)
@@ -109,6 +130,19 @@ def verify(
         for reader in chain:
             reader.close()
     return tally.report(location, tuple(reader.location for reader in chain))
+
+
+def _verify_bkrepo(location: str, reader: BkrepoReader) -> VerifyReport:
+    tally = _Tally()
+    found = reader.backup.verify()
+    for problem in found.problems:
+        if problem.kind != "unmarked":
+            tally.problem(reader.location, problem.where, problem.message)
+    if found.problems_dropped:
+        tally.problem(reader.location, "*", f"{found.problems_dropped} more problems")
+    tally.add(records=found.records, blobs=found.blobs)
+    report = tally.report(location, (reader.location,))
+    return attrs.evolve(report, notes=(f"{reader.location}: {UNMARKED}",))
 
 
 def _newer_backups(
@@ -305,6 +339,7 @@ class _BackupCheck:
             self.problem(MANIFEST, "compression must be true or false")
             compressed = bool(compressed)
         self._check_header(manifest)
+        self._check_failed_records(manifest)
         blobs = self._check_blobs(manifest)
         tree = manifest.get("projects")
         if not isinstance(tree, dict):
@@ -338,6 +373,13 @@ class _BackupCheck:
                 self.problem(
                     MANIFEST, f"blobs.{name} says {said!r}, the backup's blobs hold {value}"
                 )
+
+    def _check_failed_records(self, manifest: Mapping[str, Any]) -> None:
+        """Each record the backup could not write is a problem: it is missing."""
+        for key in failed_records_of(manifest):
+            self.problem(
+                MANIFEST, f"record {key} failed at backup time: it is missing from this backup"
+            )
 
     def _check_header(self, manifest: Mapping[str, Any]) -> None:
         for field in ("created", "completed"):
@@ -422,11 +464,13 @@ class _BackupCheck:
         lines = tombstones = 0
         try:
             with store_errors(f"reading {path}"), reader.open(path) as raw:
-                hashing = _HashingReader(raw)
+                declared = entry["size"] if isinstance(entry.get("size"), int) else 0
+                what = f"{path} does not match the manifest"
+                hashing = _HashingReader(bounded(raw, declared, what))
                 stored = io.BufferedReader(hashing, CHUNK)
                 try:
                     stream = _decompressed(stored) if path.endswith(".zst") else stored
-                    for number, line in _lines(stream):
+                    for number, line in record_lines(stream):
                         lines += 1
                         tombstones += self._check_line(
                             path, f"{path}:{number}", line, scope, collection
@@ -523,7 +567,9 @@ class _BackupCheck:
         length = 0
         try:
             with store_errors(f"reading {member}"), self.reader.open(member) as raw:
-                content = _decompressed(raw) if zst else raw
+                content = bounded(
+                    _decompressed(raw) if zst else raw, size, f"{self.reader.location}: {member}"
+                )
                 try:
                     while chunk := content.read(CHUNK):
                         digest.update(chunk)
@@ -545,7 +591,7 @@ class _BackupCheck:
             self.problem(member, f"holds {length} bytes, its records say {size}")
 
 
-def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
+def record_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
     """Numbered lines; None for one longer than `MAX_LINE`, skipped without holding it."""
     number = 0
     while line := stream.readline(MAX_LINE + 1):
@@ -569,11 +615,15 @@ def check_records_member(reader: BackupReader, entry: Mapping[str, Any]) -> None
     if not isinstance(path, str):
         raise ArchiveError(f"{reader.location}: a manifest member has no path")
     digest_size = (entry.get("sha256"), entry.get("size"))
-    lines = 0
-    last = b"\n"
-    try:
-        with store_errors(f"reading {path}"), reader.open(path) as raw:
-            hashing = _HashingReader(raw)
+    declared = entry.get("size")
+    if not isinstance(declared, int) or isinstance(declared, bool) or declared < 0:
+        raise ArchiveError(f"{reader.location}: member {path} has no valid size in the manifest")
+
+    def scan() -> tuple[str, int, int, bytes]:
+        # Raises the store's own exceptions, so that a reset stream is read again whole.
+        lines, last = 0, b"\n"
+        with reader.open(path) as raw:
+            hashing = _HashingReader(bounded(raw, declared, f"{reader.location}: {path}"))
             stored = io.BufferedReader(hashing, CHUNK)
             content = _decompressed(stored) if path.endswith(".zst") else stored
             while chunk := content.read(CHUNK):
@@ -581,11 +631,18 @@ def check_records_member(reader: BackupReader, entry: Mapping[str, Any]) -> None
                 last = chunk[-1:]
             while stored.read(CHUNK):
                 pass
+        return hashing.digest.hexdigest(), hashing.size, lines, last
+
+    try:
+        with store_errors(f"reading {path}"):
+            digest, size, lines, last = retrying(f"reading {path}", scan)
+    except Overrun as exc:
+        raise ArchiveError(f"{exc.message}: does not match the manifest") from None
     except zstandard.ZstdError as exc:
         raise ArchiveError(f"{reader.location}: {path} is not a valid zstd stream: {exc}") from None
     if last != b"\n":
         lines += 1  # a last line without its newline
-    if (hashing.digest.hexdigest(), hashing.size) != digest_size:
+    if (digest, size) != digest_size:
         raise ArchiveError(
             f"{reader.location}: member {path} does not match the manifest "
             f"(sha256 or size differs): corrupt or altered"

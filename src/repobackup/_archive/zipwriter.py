@@ -59,7 +59,7 @@ from .zipformat import (
     ZIP64_LIMIT,
 )
 
-__all__ = ["ZipWriter", "worth_compressing"]
+__all__ = ["ZipWriter", "not_worth_trying", "worth_compressing"]
 
 LEVEL = 3  # zstd level: most of the gain of higher levels at a fraction of the time
 SAMPLE = 64 * 1024  # the head of a blob compressed to tell whether the rest is worth it
@@ -99,7 +99,7 @@ def worth_compressing(sample: bytes) -> bool:
     Known compressed formats are recognised by their magic bytes; anything else is judged by
     how much its sample shrinks at a fast level.
     """
-    if _not_worth_trying(sample):
+    if not_worth_trying(sample):
         return False
     head = sample[:SAMPLE]
     # A context is not safe to share between threads, and costly to make for every blob.
@@ -109,7 +109,7 @@ def worth_compressing(sample: bytes) -> bool:
     return len(probe.compress(head)) <= len(head) * WORTH
 
 
-def _not_worth_trying(sample: bytes) -> bool:
+def not_worth_trying(sample: bytes) -> bool:
     """Whether content starting with *sample* is too small or compressed already."""
     if len(sample) < TINY or sample.startswith(_COMPRESSED_MAGIC):
         return True
@@ -281,11 +281,10 @@ class ZipWriter:
     its local header is written keeps the zip readable by streaming readers and lets it go to
     write-only streams (s3fs): no seek is ever needed.
 
-    The zip appears whole or not at all: on a local disk it is written as
-    ``.<name>.zip.<token>.partial`` (unique to the run) beside its final name and given that
-    name at commit, never replacing another; on an object store it is written to its final
-    key, which a multipart upload only creates when the file is closed, and `abort`
-    discards the upload.
+    The zip appears whole or not at all: it is written as ``.<name>.zip.<token>.partial``
+    (unique to the run) beside its final name and given that name at commit (an exclusive
+    rename on a local disk, a move elsewhere), never replacing another; `abort` discards
+    an unfinished upload and removes the partial.
     """
 
     compressed = True
@@ -305,9 +304,13 @@ class ZipWriter:
         self.location = location
         self.sealing = sealing
         self._final = path
+        #: The zip's final path on *fs* (workers spool members beside it).
+        self.final_path = path
         self._local = isinstance(fs, LocalFileSystem)
         parent = posixpath.dirname(path)
-        self._target = partial_path(path) if self._local else path
+        # Every store writes under a partial name first: a store that writes in place would
+        # otherwise hold a truncated zip under its final name when a close fails.
+        self._target = partial_path(path)
         self._level = level
         self._force_zip64 = force_zip64
         # Every worker and the records stream may hold a spool at once.
@@ -414,7 +417,7 @@ class ZipWriter:
             # A small blob is at hand whole: compressing it once at the real level
             # tells what it gains, at less cost than a probe and then the real pass.
             data = bytes(head)
-            packed = b"" if _not_worth_trying(data) else self._compressor().compress(data)
+            packed = b"" if not_worth_trying(data) else self._compressor().compress(data)
             compress = 0 < len(packed) <= len(data) * WORTH  # a frame is never empty
             return compress, iter([packed if compress else data])
         if worth_compressing(bytes(head[:SAMPLE])):
@@ -433,6 +436,19 @@ class ZipWriter:
             yield from stream
 
         return False, plain_pieces()
+
+    def append_member(self, member: str, crc: int, size: int, content: IO[bytes]) -> None:
+        """Append a member made elsewhere (a worker compressed it), its CRC-32 and size
+        known: the bytes of *content* are copied as they are."""
+        check_member_path(member)
+        self._reserve(member)
+        sink = _Sink(content, hashing=False)
+        sink.crc, sink.size = crc, size
+        try:
+            self._append(member, content, sink)
+        except BaseException:
+            self._release(member)
+            raise
 
     def commit(self, manifest: Manifest | Mapping[str, Any]) -> None:
         """Append ``manifest.json`` and the central directory, then make the zip visible."""
@@ -461,11 +477,20 @@ class ZipWriter:
                 self._out.close()
                 if self._local:
                     publish(self._target, self._final)
+                else:
+                    self._publish_remote()
             except BaseException:
                 self._broken = "committing it failed"
                 raise
             self._committed = True
         self._cleanup()
+
+    def _publish_remote(self) -> None:
+        """Give the closed partial zip its final name on a store without exclusive renames;
+        another backup of that name appearing meanwhile is never replaced."""
+        if self.store.exists(self._final):
+            raise FileExistsError(f"{self.location} already exists")
+        self.store.move(self._target, self._final)
 
     def abort(self) -> None:
         """Remove or discard whatever this zip wrote; never raises."""
@@ -482,7 +507,7 @@ class ZipWriter:
                 out.closed = True
             else:
                 out.close()
-                self.store.remove(self._target)
+            self.store.remove(self._target)
         except Exception:
             pass
         self._cleanup()

@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 
 from .._archive.layout import task_folder
-from .._archive.retention import apply_retention
+from .._archive.retention import Policy, RetentionDecision, apply_retention, plan_retention
 from .._archive.sealing import Passphrase, passphrase_scope
 from .._archive.verify import VerifyReport, verify
 from .._backends.protocols import Source, Target
@@ -32,8 +32,9 @@ from .._model.task import (
 )
 from .._model.times import local_zone
 from .._pipeline.backup import run_backup
-from .._pipeline.context import RunContext
+from .._pipeline.context import RunContext, default_workers
 from .._pipeline.restore import run_restore
+from .._pipeline.resume import wait_for_cleanups
 from .._pipeline.tally import Phase, Progress, RunState
 from .._tasks.store import MemoryTaskStore, TaskStore
 from ..exceptions import RepoBackupError, TaskNotFoundError
@@ -79,7 +80,10 @@ class Engine:
         self.tasks: TaskStore = tasks if tasks is not None else MemoryTaskStore()
         self.tz = tz or local_zone()
         self._clock = clock
-        self.max_workers = max_workers or 4
+        # None: each run chooses by its store (every core on a local disk, more on an
+        # object store); the task pool and verify use every core.
+        self._run_workers = max_workers
+        self.max_workers = max_workers or default_workers()
         self.executor = executor
         self.on_progress = on_progress
         self.storage_options = dict(storage_options or {})
@@ -198,7 +202,7 @@ class Engine:
             with self._runner_lock:
                 if self._runner is None:
                     self._runner = ThreadPoolExecutor(
-                        max_workers=self.max_workers, thread_name_prefix="repobackup-task"
+                        max_workers=self._run_workers, thread_name_prefix="repobackup-task"
                     )
                 return self._runner.submit(self._run_claimed, task, owner)
         except BaseException as exc:
@@ -234,6 +238,7 @@ class Engine:
             runner, self._runner = self._runner, None
         if runner is not None:
             runner.shutdown(wait=True)
+        wait_for_cleanups()
 
     def __enter__(self) -> Engine:
         return self
@@ -290,7 +295,7 @@ class Engine:
             target=self.target,
             storage_options=self.storage_options,
             executor=self.executor,
-            max_workers=self.max_workers,
+            max_workers=self._run_workers,
             tz=self.tz,
             now=self.now,
             history=self.tasks.runs,
@@ -343,8 +348,8 @@ class Engine:
     def _retain(self, task: BackupTask, run: RunState, location: str) -> None:
         """Apply the task's retention after its backup at *location* completed; what it
         removed, or why it did not, goes into the run's notes. Never raises."""
-        retention = task.backup_setting.retention
-        if retention is None or retention.keep_last is None:
+        policy = _policy(task)
+        if policy is None:
             return
         if run.errors:
             run.notes.append(
@@ -356,7 +361,9 @@ class Engine:
             removed = apply_retention(
                 fs,
                 folder,
-                retention.keep_last,
+                policy,
+                task_id=task.id,
+                tz=self.tz,
                 keep=[posixpath.basename(location.rstrip("/"))],
             )
         except Exception as exc:
@@ -366,9 +373,22 @@ class Engine:
         if removed:
             names = ", ".join(posixpath.basename(path) for path in removed)
             run.notes.append(
-                f"retention (keepLast {retention.keep_last}) removed {len(removed)} older "
-                f"backup(s): {names}"
+                f"retention ({policy.describe()}) removed {len(removed)} older backup(s): {names}"
             )
+
+    def plan_retention(self, task_id: str) -> list[RetentionDecision]:
+        """What the task's retention would keep and remove in its task folder now, newest
+        first, each `RetentionDecision` with its reasons; nothing is removed (a dry run).
+
+        Only the backups this task wrote (their manifest's ``taskId``) are ever removed;
+        another task's in the same folder are listed as kept. ValueError when the task has
+        no retention rule; TaskNotFoundError for an unknown id."""
+        task = self.get_task(task_id)
+        policy = _policy(task)
+        if policy is None:
+            raise ValueError(f"task {task_id} has no retention rule (backupSetting.retention)")
+        fs, folder = task_folder(task.store_location, task.name, self.storage_options)
+        return plan_retention(fs, folder, policy, task_id=task.id, tz=self.tz)
 
     def recover_interrupted(self, now: datetime | None = None) -> list[str]:
         """End the runs whose process died; return the ids of the tasks it ended.
@@ -389,7 +409,9 @@ class Engine:
                 f"stale_after ({self.stale_after} s) must be longer than heartbeat_seconds "
                 f"({self.heartbeat_seconds} s), or live runs would be taken for dead"
             )
-        recovery = Recovery(self.tasks, self.tz, self.storage_options, self._notify)
+        recovery = Recovery(
+            self.tasks, self.tz, self.storage_options, self._notify, target=self.target
+        )
         with passphrase_scope(self.passphrase):
             return recovery.recover(now, self.stale_after, self._leases.owners())
 
@@ -409,3 +431,18 @@ class Engine:
         TaskNotFoundError for an unknown id."""
         self.get_task(task_id)
         self.tasks.delete(task_id)
+
+
+def _policy(task: BackupTask) -> Policy | None:
+    """The task's retention rules, or None when it has none."""
+    retention = task.backup_setting.retention
+    if retention is None:
+        return None
+    policy = Policy(
+        last=retention.keep_last,
+        daily=retention.keep_daily,
+        weekly=retention.keep_weekly,
+        monthly=retention.keep_monthly,
+        yearly=retention.keep_yearly,
+    )
+    return None if policy.empty else policy

@@ -15,10 +15,12 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 import attrs
+from fsspec.implementations.local import LocalFileSystem
 
-from .._archive.layout import task_folder
-from .._archive.retention import remove_leftovers
+from .._archive.layout import STAMP_FORMAT, task_folder
+from .._archive.retention import abort_uploads, remove_leftovers
 from .._model.task import BackupTask, ExecutionStrategy, RunError, RunSummary, TaskState, TaskType
+from .._pipeline.resume import find_leftover, keep_for_resume
 from .._tasks.store import TaskStore
 from ..exceptions import TaskNotFoundError
 
@@ -35,6 +37,8 @@ class Recovery:
     tz: tzinfo
     storage_options: Mapping[str, Mapping[str, Any]]
     notify: Callable[[BackupTask, RunSummary], None]
+    #: The engine's target: a killed restore leaves temporary blob files in it.
+    target: Any = None
 
     def recover(self, now: datetime, stale_after: float, ours: set[str]) -> list[str]:
         """End every run not in *ours* whose process is gone or whose heartbeat is older
@@ -73,6 +77,8 @@ class Recovery:
             # Cleaned while the dead owner still holds the task, so that no new run of it can
             # be writing meanwhile; the finish below confirms it held the task throughout.
             notes.extend(self._remove_leftovers(task, started, now))
+        elif task.type is TaskType.DATA_RESTORE:
+            notes.extend(self._remove_temporary_blobs(task_id, started, now))
         summary = RunSummary(
             task_id=task_id,
             started=started,
@@ -95,14 +101,44 @@ class Recovery:
     def _remove_leftovers(self, task: BackupTask, started: datetime, now: datetime) -> list[str]:
         try:
             fs, folder = task_folder(task.store_location, task.name, self.storage_options)
+            kept = None
+            if not task.content.compression and not task.content.encryption:
+                # A folder backup's blobs are kept for the next run to resume from (an
+                # encrypted one's are bound to their own backup: they go like a zip's).
+                stamp = started.astimezone(self.tz).strftime(STAMP_FORMAT)
+                if isinstance(fs, LocalFileSystem):
+                    kept = keep_for_resume(fs, folder, task.name, since=stamp)
+                elif find_leftover(fs, folder, task.name) is not None:
+                    return ["kept what the interrupted run stored for the next run to resume"]
             removed = remove_leftovers(fs, folder, task.name, started, self.tz, until=now)
+            removed += abort_uploads(fs, folder, task.name, started, self.tz, until=now)
         except Exception as exc:
             log.warning("task %s: could not remove what its interrupted run left: %s", task.id, exc)
             return [f"could not remove what the interrupted run left: {exc}"]
+        notes = []
+        if kept is not None:
+            notes.append(f"kept what the interrupted run stored for the next run ({kept})")
+        if removed:
+            names = ", ".join(posixpath.basename(path) for path in removed)
+            notes.append(f"removed what the interrupted run left: {names}")
+        return notes
+
+    def _remove_temporary_blobs(self, task_id: str, started: datetime, now: datetime) -> list[str]:
+        """Remove the ``*.tmp`` files a killed restore left in the target's blob store. With
+        no other run under way, every one is the dead run's or older; else only those
+        older than its start, since a live run's write has one too."""
+        remove = getattr(self.target, "remove_temporary_blobs", None)
+        if not callable(remove):
+            return []
+        others = [lease for lease in self.tasks.leases() if lease.task_id != task_id]
+        try:
+            removed = remove(older_than=started if others else now)
+        except Exception as exc:
+            log.warning("task %s: could not remove temporary blob files: %s", task_id, exc)
+            return [f"could not remove the temporary blob files the run left: {exc}"]
         if not removed:
             return []
-        names = ", ".join(posixpath.basename(path) for path in removed)
-        return [f"removed what the interrupted run left: {names}"]
+        return [f"removed {len(removed)} temporary blob file(s) the interrupted run left"]
 
 
 def owner_is_gone(owner: str) -> bool:

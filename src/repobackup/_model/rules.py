@@ -92,9 +92,20 @@ def task_problems(data: Any, *, creating: bool = False) -> list[Problem]:
             parse_cron(cron)
         except ValueError as exc:
             problems.append(Problem("$.backupSetting.executionPlan.cronExpression", str(exc)))
-    keep_last = _get(_get(setting, "retention"), "keepLast")
-    if isinstance(keep_last, int) and not isinstance(keep_last, bool) and keep_last < 1:
-        problems.append(Problem("$.backupSetting.retention.keepLast", "must be at least 1"))
+    problems.extend(_retention_problems(_get(setting, "retention")))
+    return problems
+
+
+RETENTION_FIELDS = ("keepLast", "keepDaily", "keepWeekly", "keepMonthly", "keepYearly")
+
+
+def _retention_problems(retention: Any) -> list[Problem]:
+    """Each keep rule is an integer of at least 1 (type errors are the converter's)."""
+    problems = []
+    for key in RETENTION_FIELDS:
+        value = _get(retention, key)
+        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            problems.append(Problem(f"$.backupSetting.retention.{key}", "must be at least 1"))
     return problems
 
 

@@ -104,9 +104,18 @@ class ExecutionPlan:
 
 @attrs.frozen
 class Retention:
-    """How many complete backups of a task to keep (extension field ``retention``)."""
+    """Which complete backups of a task to keep (extension field ``retention``, restic's rules).
+
+    The newest *keep_last*, and the newest of each of the newest *keep_daily* days,
+    *keep_weekly* ISO weeks, *keep_monthly* months and *keep_yearly* years, in the engine's
+    zone (see docs/scheduling.md).
+    """
 
     keep_last: int | None = None
+    keep_daily: int | None = None
+    keep_weekly: int | None = None
+    keep_monthly: int | None = None
+    keep_yearly: int | None = None
 
 
 @attrs.frozen

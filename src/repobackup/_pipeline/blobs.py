@@ -1,25 +1,32 @@
-"""Blob copies of a run: verified chunks, small-blob groups and the bounded pump.
+"""Blob copies of a run: small-blob groups, the bounded pump and where the jobs run.
 
-Copies run on the run's executor as picklable jobs, or on threads here; memory stays flat.
+Jobs (see `jobs`) run on the run's executor when the backend can be reopened, else on
+threads here; the parent only tallies, and for a zip appends the finished members.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import hashlib
+import io
+import os
+import posixpath
 import queue
+import shutil
 import sqlite3
-import threading
-from collections.abc import Callable, Iterator
+import tempfile
+import uuid
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from typing import IO, Any, TypeVar
+from typing import Any
 
-from .._archive.layout import CHUNK, BackupWriter, FolderWriter, blob_member
-from .._archive.sealing import Sealing, seal_writer
+from fsspec.implementations.local import LocalFileSystem
+
+from .._archive.layout import BackupWriter, FolderWriter
+from .._archive.sealing import sealing_of
+from .._archive.zipwriter import ZipWriter
 from .._backends.protocols import Source
-from ..exceptions import ArchiveError, RepoBackupError, backend_errors, store_errors
+from ..exceptions import RepoBackupError, store_errors
 from .context import RunContext
+from .jobs import BackupJob, BlobCodec, Here, Packed, Stored, VerifiedChunks, run_job
 from .tally import ErrorScope, FastFail, RunState
 
 __all__ = [
@@ -28,37 +35,12 @@ __all__ = [
     "SeenBlobs",
     "SmallBlobs",
     "VerifiedChunks",
-    "each",
     "reason",
 ]
 
-T = TypeVar("T")
-
-SMALL_BLOB = 256 * 1024  # blobs up to this size are copied several to a job, on threads
+SMALL_BLOB = 256 * 1024  # blobs up to this size are copied several to a job
 BLOBS_PER_JOB = 16
 BYTES_PER_JOB = 1 << 20
-
-
-class VerifiedChunks:
-    """Chunks of a blob, hashed on the way; raises at the end if they do not match."""
-
-    def __init__(self, file: IO[bytes], sha256: str, what: str) -> None:
-        self.file = file
-        self.sha256 = sha256
-        self.what = what
-        self.size = 0
-
-    def __iter__(self) -> Iterator[bytes]:
-        digest = hashlib.sha256()
-        while chunk := self.file.read(CHUNK):
-            digest.update(chunk)
-            self.size += len(chunk)
-            yield chunk
-        if digest.hexdigest() != self.sha256:
-            raise ArchiveError(
-                f"{self.what}: content does not match its sha256 {self.sha256} "
-                f"(got {digest.hexdigest()})"
-            )
 
 
 class SmallBlobs:
@@ -87,61 +69,66 @@ class SmallBlobs:
 
 
 class BlobPump:
-    """Runs blob copies on an executor with a bounded number of jobs in flight; on threads,
-    small blobs go several to a job (see `SmallBlobs`)."""
+    """Runs blob jobs on an executor with a bounded number in flight, small blobs several to
+    a job (see `SmallBlobs`); tallies what they did and appends a zip's finished members."""
 
     def __init__(self, run: RunState, transfer: BlobTransfer, limit: int) -> None:
         self.run = run
         self.transfer = transfer
         self.limit = max(1, limit)
-        # Each job's blobs, and whether the job copies a batch (and so returns a list).
-        self.pending: dict[Future[Any], tuple[list[str], bool]] = {}
-        # Copies report here as they finish, in whatever order: waiting for the oldest would
-        # leave the other workers idle behind one large blob, and `wait` over every pending
-        # future costs more than a small blob's copy.
+        self.pending: dict[Future[Any], list[str]] = {}
+        # Jobs report here as they finish, in whatever order: waiting for the oldest would
+        # leave the other workers idle behind one large blob.
         self._finished: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
         self._small = SmallBlobs()
+        self._sizes: dict[str, int] = {}
+        #: Blobs (and their bytes) an interrupted run had stored and this one moved in.
+        self.resumed = 0
+        self.resumed_bytes = 0
 
     def add(self, sha256: str, size: int) -> None:
         """Copy the blob *sha256*, of *size* bytes as its record says, into the backup."""
-        if self.transfer.reopen is not None:
-            job, args = self.transfer.job(sha256)
-            self._submit([sha256], False, job, *args)
-        elif group := self._small.add(sha256, size):
-            self._submit_group(group)
+        self._sizes[sha256] = size
+        if group := self._small.add(sha256, size):
+            self._submit(group)
 
-    def _submit_group(self, group: list[str]) -> None:
-        copy = functools.partial(_copy_blob, self.transfer.source, self.transfer.writer)
-        self._submit(group, True, each, copy, group)
-
-    def _submit(self, keys: list[str], batched: bool, job: Callable[..., Any], *args: Any) -> None:
+    def _submit(self, group: list[str]) -> None:
         while len(self.pending) >= self.limit:
             self._reap(self._finished.get())
-        future = self.transfer.executor.submit(job, *args)
-        self.pending[future] = (keys, batched)
+        shas = tuple((sha, self._sizes.pop(sha)) for sha in group)
+        future = self.transfer.submit(shas)
+        self.pending[future] = group
         future.add_done_callback(self._finished.put)
 
     def _reap(self, future: Future[Any]) -> None:
-        keys, batched = self.pending.pop(future)
+        keys = self.pending.pop(future)
         try:
-            result = future.result()
+            outcomes: list[Any] = future.result()
         except FastFail:
             raise
         except Exception as exc:
-            outcomes: list[Any] = [exc] * len(keys)
-        else:
-            outcomes = result if batched else [result]
-        for key, outcome in zip(keys, outcomes, strict=True):
+            outcomes = [exc] * len(keys)
+        for key, result in zip(keys, outcomes, strict=True):
+            outcome = result
+            if isinstance(result, Packed):
+                try:
+                    self.transfer.append(result)
+                except RepoBackupError as exc:
+                    outcome = exc
             if isinstance(outcome, Exception):
                 self.run.add(blobs_failed=1)
                 self.run.fail(ErrorScope.BLOB, key, reason(outcome))
+            elif isinstance(outcome, Stored) and outcome.reused:
+                self.resumed += 1
+                self.resumed_bytes += outcome.read
+                self.run.add(blobs_reused=1)
             else:
-                read, written = outcome
-                self.run.add(blobs_written=1, bytes_read=read, bytes_written=written)
+                written = outcome.written if isinstance(outcome, Stored) else outcome.size
+                self.run.add(blobs_written=1, bytes_read=outcome.read, bytes_written=written)
 
     def drain(self) -> None:
         if group := self._small.take():
-            self._submit_group(group)
+            self._submit(group)
         while self.pending:
             self._reap(self._finished.get())
 
@@ -175,103 +162,117 @@ class SeenBlobs:
         cursor = self._db.execute("INSERT OR IGNORE INTO seen VALUES (?)", (bytes.fromhex(sha256),))
         return cursor.rowcount == 1
 
+    def __contains__(self, sha256: str) -> bool:
+        try:
+            key = bytes.fromhex(sha256)
+        except ValueError:
+            return False
+        row = self._db.execute("SELECT 1 FROM seen WHERE sha = ?", (key,)).fetchone()
+        return row is not None
+
     def close(self) -> None:
         self._db.close()
 
 
-def _copy_blob(source: Source, writer: BackupWriter, sha256: str) -> tuple[int, int]:
-    """Copy one blob into the backup on a thread; return bytes read and written."""
-    with backend_errors(f"opening blob {sha256}"):
-        file = source.open_blob(sha256)
-    with file:
-        chunks = VerifiedChunks(file, sha256, f"source blob {sha256}")
-        written = writer.write_blob(sha256, chunks)
-    return chunks.size, written
-
-
-def each(copy: Callable[[str], T], shas: list[str]) -> list[T | Exception]:
-    """*copy* done for several blobs in turn, on one thread; for each, its result or error."""
-    outcomes: list[T | Exception] = []
-    for sha256 in shas:
-        try:
-            outcomes.append(copy(sha256))
-        except Exception as exc:
-            outcomes.append(exc)
-    return outcomes
-
-
-_reopened: dict[str, Source] = {}
-_reopened_lock = threading.Lock()
-
-
-def copy_blob_job(
-    reopen: Callable[[], Source], sha256: str, fs: Any, path: str, sealing: Sealing | None = None
-) -> tuple[int, int]:
-    """Copy one blob into a backup folder, in whatever process an executor runs it.
-
-    Everything it needs comes in its arguments, all picklable: how to reopen the source,
-    which blob, and where to write. A failed copy leaves no file behind.
-    """
-    with _reopened_lock:
-        source = _reopened.get(repr(reopen))
-        if source is None:
-            source = _reopened[repr(reopen)] = reopen()
-    with backend_errors(f"opening blob {sha256}"):
-        file = source.open_blob(sha256)
-    size = 0
-    try:
-        member = blob_member(sha256, compressed=False, sealing=sealing)
-        with (
-            file,
-            store_errors(f"writing blob {sha256}"),
-            fs.open(path, "wb") as raw,
-            seal_writer(sealing, raw, member) as out,
-        ):
-            chunks = VerifiedChunks(file, sha256, f"source blob {sha256}")
-            for chunk in chunks:
-                out.write(chunk)
-                size += len(chunk)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            fs.rm(path)
-        raise
-    return size, size
-
-
 class BlobTransfer:
-    """Decides where blob copies run: on the engine's executor as picklable jobs when the
-    source can be reopened elsewhere and the backup is a folder, else on threads here."""
+    """Decides where blob jobs run: on the engine's executor when the source can be
+    reopened elsewhere, else on threads here (the same jobs, given the source itself)."""
 
     def __init__(
-        self, context: RunContext, source: Source, writer: BackupWriter, run: RunState
+        self,
+        context: RunContext,
+        source: Source,
+        writer: BackupWriter,
+        run: RunState,
+        *,
+        workers: int,
+        leftover: tuple[Any, str] | None = None,
     ) -> None:
-        self.source = source
         self.writer = writer
+        self.fast_fail = run.fast_fail
+        self.codec = BlobCodec(compress=writer.compressed, sealing=sealing_of(writer))
+        self.leftover = leftover
         self._own: ThreadPoolExecutor | None = None
+        self._spool_dir: str | None = None
         reopen = source.reopener() if context.executor is not None else None
-        self.reopen = reopen if isinstance(writer, FolderWriter) else None
-        if context.executor is not None and self.reopen is not None:
+        if context.executor is not None and reopen is not None:
             self.executor: Executor = context.executor
+            self.source: Any = reopen
+            self.remote = True
         else:
             if context.executor is not None:
-                why = (
+                run.notes.append(
+                    "blobs moved on threads, not on the given executor: "
                     "the source cannot be reopened elsewhere"
-                    if reopen is None
-                    else ("a compressed backup is one stream")
                 )
-                run.notes.append(f"blobs moved on threads, not on the given executor: {why}")
             self._own = ThreadPoolExecutor(
                 context.max_workers, thread_name_prefix="repobackup-blob"
             )
             self.executor = self._own
+            self.source = Here(source)
+            self.remote = False
+        self.spool = self._make_spool() if isinstance(writer, ZipWriter) else None
 
-    def job(self, sha256: str) -> tuple[Callable[..., tuple[int, int]], tuple[Any, ...]]:
-        if self.reopen is not None:
-            assert isinstance(self.writer, FolderWriter)
-            fs, path = self.writer.blob_destination(sha256)
-            return copy_blob_job, (self.reopen, sha256, fs, path, self.writer.sealing)
-        return _copy_blob, (self.source, self.writer, sha256)
+    def _make_spool(self) -> tuple[Any, str]:
+        """Where workers leave large finished members: a local temporary folder for threads
+        here, else a hidden folder beside the backup on its store, which workers reach."""
+        assert isinstance(self.writer, ZipWriter)
+        if not self.remote:
+            self._spool_dir = tempfile.mkdtemp(prefix="repobackup-spool-")
+            return LocalFileSystem(), self._spool_dir
+        fs = self.writer.fs
+        final = self.writer.final_path
+        folder = posixpath.join(
+            posixpath.dirname(final), f".{posixpath.basename(final)}.{uuid.uuid4().hex[:12]}.spool"
+        )
+        with store_errors(f"creating {folder}"):
+            fs.makedirs(folder, exist_ok=True)
+        self._spool_dir = folder
+        return fs, folder
+
+    def submit(self, shas: tuple[tuple[str, int], ...]) -> Future[Any]:
+        folder = None
+        if isinstance(self.writer, FolderWriter):
+            folder = (self.writer.fs, self.writer.root)
+        job = BackupJob(
+            self.source,
+            shas,
+            self.codec,
+            folder=folder,
+            spool=self.spool,
+            leftover=self.leftover,
+            fast_fail=self.fast_fail,
+        )
+        return self.executor.submit(run_job, job)
+
+    def append(self, packed: Packed) -> None:
+        """Append a member a worker finished into the zip, and drop its spool."""
+        assert isinstance(self.writer, ZipWriter)
+        assert self.spool is not None
+        if packed.data is not None:
+            self.writer.append_member(
+                packed.member, packed.crc, packed.size, io.BytesIO(packed.data)
+            )
+            return
+        assert packed.spool is not None
+        fs = self.spool[0]
+        try:
+            with (
+                store_errors(f"reading the spool of {packed.member}"),
+                fs.open(packed.spool, "rb") as file,
+            ):
+                self.writer.append_member(packed.member, packed.crc, packed.size, file)
+        finally:
+            with contextlib.suppress(Exception):
+                fs.rm(packed.spool)
 
     def shutdown(self) -> None:
         if self._own is not None:
             self._own.shutdown(wait=True)
+        if self._spool_dir is not None and self.spool is not None:
+            fs = self.spool[0]
+            if isinstance(fs, LocalFileSystem) and os.path.isdir(self._spool_dir):
+                shutil.rmtree(self._spool_dir, ignore_errors=True)
+            else:
+                with contextlib.suppress(Exception):
+                    fs.rm(self._spool_dir, recursive=True)

@@ -5,31 +5,39 @@ Records go in batches, each batch's missing blobs first; nothing in the archive 
 
 from __future__ import annotations
 
+import functools
 import io
+import random
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import IO, Any
 
 import zstandard
 
-from .._archive.catalog import open_backup_chain
-from .._archive.layout import CHUNK, BackupReader, blob_member, line_to_record, record_member
+from .._archive.bkrepo import BkrepoProblem
+from .._archive.bkrepo_reader import BkrepoReader
+from .._archive.catalog import open_backup, open_backup_chain
+from .._archive.layout import CHUNK, BackupReader, line_to_record, record_member
 from .._archive.manifest import failed_blobs_of, projects_of
-from .._archive.sealing import sealing_of
-from .._archive.verify import check_records_member
+from .._archive.sealing import Sealing, key_scope, sealing_of
+from .._archive.store import ATTEMPTS, BASE, DEADLINE, MAX_DELAY, is_transient
+from .._archive.verify import check_records_member, record_lines
 from .._backends.protocols import Outcome, Record, Scope, Target
 from .._model.select import select
 from .._model.task import BackupTask
 from ..exceptions import (
     ArchiveError,
     RepoBackupError,
+    StoreError,
     ValidationError,
     backend_errors,
     store_errors,
 )
-from .backup import backup_name, record_key
-from .blobs import SmallBlobs, VerifiedChunks, each, reason
+from .backup import absent_ids, backup_name, file_of, record_key
+from .blobs import SmallBlobs, reason
 from .context import RunContext
+from .jobs import BlobCodec, Here, RestoreJob, run_job
 from .tally import ErrorScope, FastFail, RunState
 
 __all__ = ["run_restore"]
@@ -42,18 +50,88 @@ def run_restore(context: RunContext, task: BackupTask, run: RunState) -> str:
     target = context.target
     if target is None:
         raise ValidationError("this engine has no target to restore into")
-    chain = open_backup_chain(task.store_location, context.storage_options)
+    chain = open_backup_chain(task.store_location, context.storage_options, zone=context.tz)
     if len(chain) > 1:
         run.notes.append("restored the chain " + " → ".join(backup_name(r.location) for r in chain))
-    pool = ThreadPoolExecutor(context.max_workers, thread_name_prefix="repobackup-restore")
+    remote = context.executor is not None
+    reopen_target = getattr(target, "reopener", None) if remote else None
+    target_opener = reopen_target() if callable(reopen_target) else None
+    own = None
+    if context.executor is not None and target_opener is not None:
+        pool: Executor = context.executor
+    else:
+        if remote:
+            run.notes.append(
+                "blobs moved on threads, not on the given executor: "
+                "the target cannot be reopened elsewhere"
+            )
+        pool = own = ThreadPoolExecutor(
+            context.workers(chain[-1].fs if hasattr(chain[-1], "fs") else None),
+            thread_name_prefix="repobackup-restore",
+        )
     try:
+        check_selection(task, chain, run)
         for reader in chain:
-            _Restore(target, task, reader, run, pool).run()
+            kind = _BkrepoRestore if isinstance(reader, BkrepoReader) else _Restore
+            kind(
+                target,
+                task=task,
+                reader=reader,
+                run=run,
+                pool=pool,
+                openers=_openers(reader, target, target_opener),
+            ).run()
     finally:
-        pool.shutdown(wait=True)
+        if own is not None:
+            own.shutdown(wait=True)
         for reader in chain:
             reader.close()
     return chain[-1].location
+
+
+def check_selection(task: BackupTask, chain: list[BackupReader], run: RunState) -> None:
+    """An error of the run for each id the task names that the backups do not hold, and a
+    failed run when its selection matches nothing in them."""
+    tree: dict[str, set[str]] = {}
+    common = False
+    for reader in chain:
+        for project, repos in projects_of(reader.manifest, reader.location).items():
+            tree.setdefault(project, set()).update(repos)
+        common = common or any(
+            isinstance(entry, dict) and entry.get("projectId") is None
+            for entry in reader.manifest["members"]
+        )
+    entries = task.content.projects or ()
+    absent_ids(entries, tree, lambda project: tree.get(project, ()), run)
+    matched = bool(entries) and bool(select(entries, sorted(tree), lambda p: sorted(tree[p])))
+    if not matched and not (task.content.common_data and common):
+        raise RepoBackupError(
+            f"nothing matched: the selection names no project or repository of the backup "
+            f"at {chain[-1].location}"
+            + (" and it holds no common data" if task.content.common_data else "")
+            + "; nothing was restored"
+        )
+
+
+def _openers(reader: BackupReader, target: Target, target_opener: Any) -> tuple[Any, Any]:
+    """How a job reaches the backup and the target: reopened where the executor runs it,
+    or these very objects on threads here."""
+    if target_opener is None or isinstance(reader, BkrepoReader):
+        return Here(reader), Here(target)
+    fs, path = getattr(reader, "fs", None), getattr(reader, "path", None)
+    if fs is None or path is None:
+        return Here(reader), Here(target)
+    sealing = sealing_of(reader)
+    if sealing is not None:
+        return functools.partial(_open_sealed, fs, path, reader.location, sealing), target_opener
+    return functools.partial(open_backup, fs, path, reader.location), target_opener
+
+
+def _open_sealed(fs: Any, path: str, location: str, sealing: Sealing) -> BackupReader:
+    """An encrypted backup reopened where a job runs, with the key this process opened
+    (a worker holds no passphrase); its members are decrypted as they are opened."""
+    with key_scope(sealing):
+        return open_backup(fs, path, location)
 
 
 def _member_scope(reader: BackupReader, entry: Any, compressed: bool) -> tuple[Scope, str]:
@@ -93,15 +171,38 @@ def _open_member(reader: BackupReader, member: str) -> IO[bytes]:
 def _restore_records(
     reader: BackupReader, member: str, scope: Scope, collection: str, run: RunState
 ) -> Iterator[Record]:
-    with store_errors(f"reading {member}"), _open_member(reader, member) as raw:
-        stream = io.BufferedReader(raw, CHUNK)  # type: ignore[type-var]
-        for number, line in enumerate(stream, start=1):
-            where = f"{member}:{number}"
-            try:
-                yield line_to_record(line, where, scope, collection)
-            except ArchiveError as exc:
-                run.add(records_failed=1)
-                run.fail(ErrorScope.RECORD, where, exc.message)
+    """The records of *member*. A read that fails transiently (a connection reset) is
+    started again from the member's beginning, the lines already handed on skipped; one
+    that outlasts the retries raises a StoreError for the caller to report."""
+    done = 0
+    started = time.monotonic()
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            with store_errors(f"reading {member}"), _open_member(reader, member) as raw:
+                stream = io.BufferedReader(raw, CHUNK)  # type: ignore[type-var]
+                for number, line in record_lines(stream):
+                    if number <= done:
+                        continue
+                    done = number
+                    yield from _record(line, f"{member}:{number}", scope, collection, run)
+            return
+        except StoreError as exc:
+            spent = time.monotonic() - started
+            if attempt == ATTEMPTS or spent >= DEADLINE or not is_transient(exc):
+                raise
+            time.sleep(random.uniform(0, min(MAX_DELAY, BASE * 2**attempt)))
+
+
+def _record(
+    line: bytes | None, where: str, scope: Scope, collection: str, run: RunState
+) -> Iterator[Record]:
+    try:
+        if line is None:
+            raise ArchiveError(f"{where}: line longer than the limit, not restored")
+        yield line_to_record(line, where, scope, collection)
+    except ArchiveError as exc:
+        run.add(records_failed=1)
+        run.fail(ErrorScope.RECORD, where, exc.message)
 
 
 def _batches(records: Iterable[Record]) -> Iterator[list[Record]]:
@@ -119,7 +220,14 @@ class _Restore:
     """Restores one backup: records in batches, each batch's missing blobs first."""
 
     def __init__(
-        self, target: Target, task: BackupTask, reader: BackupReader, run: RunState, pool: Executor
+        self,
+        target: Target,
+        *,
+        task: BackupTask,
+        reader: BackupReader,
+        run: RunState,
+        pool: Executor,
+        openers: tuple[Any, Any],
     ) -> None:
         self.target = target
         self.task = task
@@ -128,6 +236,8 @@ class _Restore:
         self.pool = pool
         self.compressed = bool(reader.manifest.get("compression"))
         self.failed_blobs = failed_blobs_of(reader.manifest)
+        self.openers = openers
+        self.codec = BlobCodec(compress=self.compressed, sealing=sealing_of(self.reader))
 
     def run(self) -> None:
         tree = projects_of(self.reader.manifest, self.reader.location)
@@ -154,7 +264,7 @@ class _Restore:
                 continue
             try:
                 check_records_member(self.reader, entry)
-            except ArchiveError as exc:
+            except RepoBackupError as exc:  # missing, unreadable, corrupt: this member only
                 records = entry.get("records")
                 run.add(records_failed=records if isinstance(records, int) else 0)
                 run.fail(ErrorScope.MEMBER, entry["path"], exc.message)
@@ -162,39 +272,19 @@ class _Restore:
             records = _restore_records(
                 self.reader, entry["path"], scope, collection, self.run_state
             )
-            for batch in _batches(records):
-                self.batch(batch)
-
-    def blob(self, sha256: str) -> None:
-        reader = self.reader
-        member, file = self._open_blob(sha256)
-        with store_errors(f"reading {member}"), file:
-            chunks = VerifiedChunks(file, sha256, f"{reader.location}: {member}")
-            with backend_errors(f"writing blob {sha256}"):
-                written = self.target.write_blob(sha256, chunks)
-        self.run_state.add(blobs_written=1, bytes_read=chunks.size, bytes_written=written)
-
-    def _open_blob(self, sha256: str) -> tuple[str, IO[bytes]]:
-        """The member holding the blob, opened. Whether a member exists is asked only when
-        opening it fails: each question is a stat or a query of a zip's index, and a restore
-        asks for every blob."""
-        sealing = sealing_of(self.reader)
-        members = [blob_member(sha256, compressed=False, sealing=sealing)]
-        if self.compressed:
-            members.append(blob_member(sha256, compressed=True, sealing=sealing))
-        for member in members:
             try:
-                with store_errors(f"reading {member}"):
-                    return member, _open_member(self.reader, member)
-            except RepoBackupError:
-                if self.reader.exists(member):
-                    raise
-        raise ArchiveError(f"blob {sha256} is missing from the backup")
+                for batch in _batches(records):
+                    self.batch(batch)
+            except StoreError as exc:  # the member could not be read whole, retries included
+                run.fail(ErrorScope.MEMBER, entry["path"], exc.message)
 
     def batch(self, batch: list[Record]) -> None:
         """Restore one batch of records: first the blobs the target lacks, then the records
         whose blobs are there."""
         run = self.run_state
+        for record in batch:
+            if record.blob is not None and not record.deleted:
+                run.note_blob(record.blob, file_of(record))
         bad = self._copy_blobs(batch)
         keep = []
         for record in batch:
@@ -220,10 +310,12 @@ class _Restore:
         needed = sorted({r.blob for r in batch if r.blob is not None and not r.deleted})
         sizes = {r.blob: r.size for r in batch}
         small = SmallBlobs()
-        jobs: list[tuple[list[str], Future[list[Exception | None]]]] = []
+        jobs: list[tuple[list[str], Future[list[Any]]]] = []
 
         def submit(group: list[str]) -> None:
-            jobs.append((group, self.pool.submit(each, self.blob, group)))
+            shas = tuple((sha, sizes[sha]) for sha in group)
+            job = RestoreJob(*self.openers, shas, self.codec, fast_fail=run.fast_fail)
+            jobs.append((group, self.pool.submit(run_job, job)))
 
         bad: set[str] = set()
         for sha in needed:
@@ -246,14 +338,53 @@ class _Restore:
             submit(group)
         for group, future in jobs:
             try:
-                errors = future.result()
+                outcomes = future.result()
             except FastFail:
                 raise
             except Exception as exc:
-                errors = [exc] * len(group)
-            for sha, error in zip(group, errors, strict=True):
-                if error is not None:
+                outcomes = [exc] * len(group)
+            for sha, outcome in zip(group, outcomes, strict=True):
+                if isinstance(outcome, Exception):
                     bad.add(sha)
                     run.add(blobs_failed=1)
-                    run.fail(ErrorScope.BLOB, sha, reason(error))
+                    run.fail(ErrorScope.BLOB, sha, reason(outcome))
+                else:
+                    run.add(blobs_written=1, bytes_read=outcome.read, bytes_written=outcome.written)
         return bad
+
+
+class _BkrepoRestore(_Restore):
+    """Restores a backup of the original server: its scopes walked as the layout gives them,
+    each blob hashed against its name on the way into the target, as ours are."""
+
+    reader: BkrepoReader
+
+    def run(self) -> None:
+        backup = self.reader.backup
+        self.reader.listen(self._problem)
+        tree = backup.tree()
+        content = self.task.content
+        wanted = select(content.projects, tree, lambda p: tree[p]) if content.projects else {}
+        for scope in backup.scopes():
+            if scope.project_id is None:
+                if not content.common_data:
+                    continue
+            elif scope.project_id not in wanted or (
+                scope.repo_name is not None and scope.repo_name not in wanted[scope.project_id]
+            ):
+                continue
+            for batch in _batches(backup.records(scope)):
+                self.batch(batch)
+
+    def _problem(self, problem: BkrepoProblem) -> None:
+        """Hostile entries and malformed lines are errors of the run (raising under
+        FAST_FAIL); an entry the layout has no place for is only noted."""
+        message = f"{self.reader.location}: {problem.message}"
+        if problem.kind == "malformed":
+            self.run_state.add(records_failed=1)
+            self.run_state.fail(ErrorScope.RECORD, problem.where, message)
+        elif problem.kind == "hostile":
+            self.run_state.fail(ErrorScope.MEMBER, problem.entry, message)
+        elif len(self.run_state.notes) < 100:
+            where = f"{self.reader.location}: {problem.where}"
+            self.run_state.notes.append(f"{where}: {problem.message}, not read")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
 
@@ -20,6 +21,11 @@ from ..exceptions import RepoBackupError
 __all__ = ["Counts", "ErrorScope", "FastFail", "Phase", "Progress", "RunState"]
 
 MAX_ERRORS = 100
+#: Failed records and blobs a backup's manifest lists at most (each): the manifest stays
+#: well under its 16 MiB limit, and a run's memory bounded.
+MAX_FAILED = 50_000
+# Blobs whose file is remembered for an error message: far more than a pump holds in flight.
+_BLOB_FILES = 65_536
 PROGRESS_EVERY = 0.25  # seconds between progress events
 
 
@@ -102,6 +108,10 @@ class RunState:
         # Asked before a backup commits: a run taken for dead must not make it look complete.
         self.holds_lease = holds_lease or (lambda: True)
         self._last_progress = 0.0
+        self._failed: dict[ErrorScope, list[str]] = {ErrorScope.BLOB: [], ErrorScope.RECORD: []}
+        #: Failures past `MAX_FAILED` that the manifest could not list.
+        self.failed_dropped = 0
+        self._blob_files: OrderedDict[str, str] = OrderedDict()
 
     @property
     def errors(self) -> list[RunError]:
@@ -137,9 +147,28 @@ class RunState:
             counts.bytes_written += bytes_written
         self.progress()
 
-    def fail(self, scope: ErrorScope, key: str, message: str) -> None:
-        """Record one failure; under FAST_FAIL, stop the run."""
+    def note_blob(self, sha256: str, where: str) -> None:
+        """Remember which file (project/repository/path) a blob being copied belongs to, so
+        that its error names the file as well as the sha256."""
         with self._lock:
+            files = self._blob_files
+            files[sha256] = where
+            files.move_to_end(sha256)
+            if len(files) > _BLOB_FILES:
+                files.popitem(last=False)
+
+    def fail(self, scope: ErrorScope, key: str, message: str) -> None:
+        """Record one failure; under FAST_FAIL, stop the run. A blob's error names its file
+        when `note_blob` told it."""
+        with self._lock:
+            if scope is ErrorScope.BLOB and (where := self._blob_files.get(key)):
+                message = f"{message} (file {where})"
+            failed = self._failed.get(scope)
+            if failed is not None:
+                if len(failed) < MAX_FAILED:
+                    failed.append(key)
+                else:
+                    self.failed_dropped += 1
             self._errors.add(RunError(scope.value, key, message))
         if self.fast_fail:
             raise FastFail(f"stopped at the first error (FAST_FAIL): {scope} {key}: {message}")
@@ -152,8 +181,14 @@ class RunState:
             self._errors.add_last(RunError(ErrorScope.TASK.value, self.task_id, message))
 
     def failed_blobs(self) -> list[str]:
-        """The sha256 of every blob whose copy failed (as far as the error list holds)."""
-        return [e.key for e in self._errors.items if e.scope == ErrorScope.BLOB]
+        """The sha256 of every blob whose copy failed (up to `MAX_FAILED`), in order."""
+        with self._lock:
+            return list(dict.fromkeys(self._failed[ErrorScope.BLOB]))
+
+    def failed_records(self) -> list[str]:
+        """The key of every record that failed (up to `MAX_FAILED`), in order."""
+        with self._lock:
+            return list(dict.fromkeys(self._failed[ErrorScope.RECORD]))
 
     def progress(self, phase: Phase | None = None, *, force: bool = False) -> None:
         if phase is not None:

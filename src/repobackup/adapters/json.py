@@ -1,4 +1,5 @@
-"""`JsonApi`: the spec's three endpoints as calls that take raw input and return JSON envelopes.
+"""`JsonApi`: the spec's three endpoints and the task-management extensions, as calls that take
+raw input and return JSON envelopes.
 
 Every call answers ``{"code", "message", "data", "traceId"}`` and never raises for bad input.
 """
@@ -14,7 +15,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 from .._model.convert import to_json
-from .._model.task import TaskState
+from .._model.task import BackupTask, TaskState
 from .._tasks.store import MAX_PAGE_SIZE
 from ..exceptions import (
     MalformedRequestError,
@@ -209,8 +210,7 @@ class JsonApi:
         there is no such task, 250128 when it is running already."""
         trace_id = new_trace_id()
         try:
-            if not isinstance(task_id, str):
-                raise ValidationError([Problem("taskId", "expected a string")])
+            task_id = _task_id(task_id)
             # submit() refuses these too, but checking first keeps the answer exact even
             # for an engine whose submit only schedules.
             if self.engine.get_task(task_id).state is TaskState.RUNNING:
@@ -222,25 +222,64 @@ class JsonApi:
         return envelope(trace_id=trace_id)
 
     def list_tasks(
-        self, state: Any = None, page_size: Any = None, page_number: Any = None
+        self,
+        state: Any = None,
+        page_size: Any = None,
+        page_number: Any = None,
+        *,
+        last_run_state: Any = None,
     ) -> Envelope:
         """One page of tasks, newest first. Parameters come as query-string text or Python
         values: *state* a TaskState name (exact case), *page_size* 1..1000 (default 20),
-        *page_number* from 1 (default 1); an empty string counts as not given."""
+        *page_number* from 1 (default 1), *last_run_state* (an extension) the state the last
+        run ended in, so that a recurring task whose last run failed is found although it is
+        PENDING again; an empty string counts as not given."""
         trace_id = new_trace_id()
         try:
             problems: list[Problem] = []
             wanted = _state_param(state, problems)
+            last = _state_param(last_run_state, problems, name="lastRunState")
             size = _int_param("pageSize", page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, problems)
             number = _int_param(
                 "pageNumber", page_number, DEFAULT_PAGE_NUMBER, MAX_PAGE_NUMBER, problems
             )
             if problems:
                 raise ValidationError(problems)
-            page = self.engine.list_tasks(wanted, page_number=number, page_size=size)
+            page = self.engine.list_tasks(
+                wanted, page_number=number, page_size=size, last_run_state=last
+            )
         except Exception as exc:
             return self._failure(exc, "list tasks", trace_id)
         return envelope(data=to_json(page), trace_id=trace_id)
+
+    def get_task(self, task_id: Any) -> Envelope:
+        """One task, its last run included (an extension); 250108 when there is no such task."""
+        trace_id = new_trace_id()
+        try:
+            task = self.engine.get_task(_task_id(task_id))
+        except Exception as exc:
+            return self._failure(exc, "get task", trace_id)
+        return envelope(data=_task_data(task), trace_id=trace_id)
+
+    def delete_task(self, task_id: Any) -> Envelope:
+        """Remove a task and its run history, never its backups (an extension; ``data``
+        null): 250108 when there is no such task, 250128 while it runs."""
+        trace_id = new_trace_id()
+        try:
+            self.engine.delete_task(_task_id(task_id))
+        except Exception as exc:
+            return self._failure(exc, "delete task", trace_id)
+        return envelope(trace_id=trace_id)
+
+    def set_enabled(self, task_id: Any, enabled: bool, *, user: str | None = None) -> Envelope:
+        """Enable or disable a task (an extension); ``data`` is the task as it is now. A
+        disabled task is never started by a scheduler; execute still runs it."""
+        trace_id = new_trace_id()
+        try:
+            task = self.engine.set_enabled(_task_id(task_id), enabled, user=user)
+        except Exception as exc:
+            return self._failure(exc, "enable task" if enabled else "disable task", trace_id)
+        return envelope(data=_task_data(task), trace_id=trace_id)
 
     @staticmethod
     def _failure(exc: Exception, operation: str, trace_id: str) -> Envelope:
@@ -275,7 +314,21 @@ def _given(value: Any) -> bool:
     return value is not None and not (isinstance(value, str) and value == "")
 
 
-def _state_param(value: Any, problems: list[Problem]) -> TaskState | None:
+def _task_data(task: BackupTask) -> Any:
+    # The converter leaves ``enabled`` out while true, so that a listing keeps the spec's
+    # shape; an extension answering one task says it either way.
+    data = to_json(task)
+    data["enabled"] = task.enabled
+    return data
+
+
+def _task_id(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValidationError([Problem("taskId", "expected a string")])
+    return value
+
+
+def _state_param(value: Any, problems: list[Problem], *, name: str = "state") -> TaskState | None:
     if not _given(value):
         return None
     if isinstance(value, TaskState):
@@ -284,7 +337,7 @@ def _state_param(value: Any, problems: list[Problem]) -> TaskState | None:
         return TaskState[value]
     allowed = ", ".join(TaskState.__members__)
     shown = _clip(repr(value)) if isinstance(value, str) else f"a {type(value).__name__}"
-    problems.append(Problem("state", f"unknown value {shown}, expected one of {allowed}"))
+    problems.append(Problem(name, f"unknown value {shown}, expected one of {allowed}"))
     return None
 
 

@@ -224,6 +224,7 @@ def _schemas() -> dict[str, Any]:
     schemas["EmptyEnvelope"] = _envelope_schema(
         "the request was accepted", {"nullable": True, "enum": [None]}
     )
+    schemas["TaskEnvelope"] = _envelope_schema("one task", {"$ref": _REF + "BackupTask"})
     schemas["TaskPageEnvelope"] = _envelope_schema(
         "one page of tasks", {"$ref": _REF + "BackupTaskPage"}
     )
@@ -262,6 +263,14 @@ def _execute(operation_id: str) -> dict[str, Any]:
 def _list_parameters() -> list[dict[str, Any]]:
     return [
         {"name": "state", "in": "query", "schema": {"$ref": _REF + "TaskState"}},
+        {
+            "name": "lastRunState",
+            "in": "query",
+            "description": "only tasks whose last run ended in this state (extension): a "
+            "recurring task whose last run failed is PENDING again, and found with FAILED",
+            "x-repobackup-extension": True,
+            "schema": {"$ref": _REF + "TaskState"},
+        },
         {
             "name": "pageSize",
             "in": "query",
@@ -314,7 +323,78 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        **_extension_paths(),
     }
+
+
+_NOT_FOUND: Final = ("404", "no such task (250108)")
+_EXTENSION: Final = {"x-repobackup-extension": True, "tags": ["extensions"]}
+
+
+def _task_paths(suffix: str) -> dict[str, Any]:
+    """One task: GET (with its last run) and DELETE (the task and its history, never its
+    backups); extensions beside the spec's endpoints."""
+    return {
+        "parameters": [_TASK_ID_PARAMETER],
+        "get": {
+            "operationId": "getTask" + suffix,
+            "summary": "One task, its last run included (extension)",
+            **_EXTENSION,
+            "responses": {
+                "200": _response("the task", "TaskEnvelope"),
+                **_errors(_NOT_FOUND),
+            },
+        },
+        "delete": {
+            "operationId": "deleteTask" + suffix,
+            "summary": "Remove a task and its run history; its backups stay (extension)",
+            **_EXTENSION,
+            "responses": {
+                "200": _response("the task was removed", "EmptyEnvelope"),
+                **_errors(_NOT_FOUND, ("409", "the task is running (250128)")),
+            },
+        },
+    }
+
+
+def _switch(action: str, suffix: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "operationId": f"{action}Task{suffix}",
+            "summary": f"{action.capitalize()} the task: a scheduler "
+            + ("may start it again" if action == "enable" else "never starts it")
+            + " (extension)",
+            **_EXTENSION,
+            "parameters": [_TASK_ID_PARAMETER],
+            "responses": {
+                "200": _response("the task as it is now", "TaskEnvelope"),
+                **_errors(_NOT_FOUND),
+            },
+        }
+    }
+
+
+def _extension_paths() -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for base, suffix in ((BASE, ""), (BASE.removeprefix("/job"), "Unprefixed")):
+        paths[f"{base}/{{taskId}}"] = _task_paths(suffix)
+        for action in ("enable", "disable"):
+            paths[f"{base}/{{taskId}}/{action}"] = _switch(action, suffix)
+    paths["/metrics"] = {
+        "get": {
+            "operationId": "metrics",
+            "summary": "Per-task gauges in the Prometheus text format (extension)",
+            **_EXTENSION,
+            "responses": {
+                "200": {
+                    "description": "the metrics",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                "501": _response("prometheus_client is not installed", "ErrorEnvelope"),
+            },
+        }
+    }
+    return paths
 
 
 # --- the limits validation enforces, as JSON Schema ---------------------------------------
@@ -487,5 +567,5 @@ def _constrain_setting(schemas: dict[str, Any]) -> None:
         " SPECIFIED_TIME needs executionPlan.executeTime, CRON_EXPRESSION needs "
         "executionPlan.cronExpression."
     )
-    retention = schemas["Retention"]["properties"]["keepLast"]
-    _string(retention, minimum=1)
+    for rule in schemas["Retention"]["properties"].values():
+        _string(rule, minimum=1)

@@ -1,5 +1,5 @@
-"""`make_app`: a plain WSGI application serving the spec's three endpoints and their OpenAPI
-document; `bearer_token_authorizer`: the shared-token check `repobackup serve` uses."""
+"""`make_app`: a plain WSGI application serving the spec's three endpoints, the task-management
+extensions, /metrics and the OpenAPI document; `bearer_token_authorizer`: serve's token check."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from .json import (
     problem_envelope,
 )
 from .openapi import BASE, openapi_document
+from .stores import AllowedStores
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIEnvironment
@@ -55,6 +56,9 @@ MAX_BODY: Final = 1 << 20
 """Largest request body read (bytes); a task is a few hundred bytes, so this is generous."""
 
 _EXECUTE = re.compile(r"(?:/job)?/api/job/backup/execute/([^/]+)")
+_TASK = re.compile(r"(?:/job)?/api/job/backup/([^/]+)")
+_SWITCH = re.compile(r"(?:/job)?/api/job/backup/([^/]+)/(enable|disable)")
+_RESERVED = frozenset({"tasks", "openapi.json", "execute"})
 _MAX_USER = 128
 _MAX_QUERY_FIELDS = 50
 
@@ -83,6 +87,10 @@ def http_status(code: int) -> int:
     """The HTTP status that goes with an envelope *code* (500 for codes it does not know,
     such as the library's own 2509xx failures of a store or backend)."""
     return _STATUS.get(code, 500)
+
+
+class _Text(bytes):
+    """A body in the Prometheus text format rather than JSON."""
 
 
 class _Refusal(Exception):
@@ -174,12 +182,23 @@ def _read_body(environ: WSGIEnvironment, limit: int) -> bytes:
         raise _too_large(limit)
     chunks: list[bytes] = []
     remaining = length
-    while remaining > 0:
-        chunk = stream.read(remaining)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        remaining -= len(chunk)
+    try:
+        while remaining > 0:
+            chunk = stream.read(remaining)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+    except (TimeoutError, OSError):
+        # The server's read timeout ran out (a client that sent less than it announced).
+        raise _Refusal(
+            408, envelope(PARAMETER_INVALID, "the request body did not arrive in time")
+        ) from None
+    if remaining > 0:
+        raise _Refusal(
+            400,
+            problem_envelope([Problem("Content-Length", "the body is shorter than announced")]),
+        )
     return b"".join(chunks)
 
 
@@ -222,10 +241,17 @@ def _query(environ: WSGIEnvironment) -> dict[str, str]:
 class _App:
     """The WSGI callable `make_app` returns."""
 
-    def __init__(self, engine: Engine, authorize: Authorize | None, max_body: int) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        authorize: Authorize | None,
+        max_body: int,
+        allowed: AllowedStores | None,
+    ) -> None:
         self.api = JsonApi(engine)
         self._authorize = authorize
         self._max_body = max_body
+        self._allowed = allowed
         self._openapi = json.dumps(openapi_document(), indent=2).encode("utf-8")
 
     def __repr__(self) -> str:
@@ -249,12 +275,17 @@ class _App:
                 trace_id=trace_id,
             )
         if isinstance(payload, bytes):
-            body = payload
+            body = bytes(payload)  # wsgiref writes bytes only, not a subclass
         else:
             body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        kind = _JSON_HEADERS
+        if isinstance(payload, _Text):
+            from .metrics import CONTENT_TYPE
+
+            kind = [("Content-Type", CONTENT_TYPE), *_JSON_HEADERS[1:]]
         start_response(
             f"{status} {http.HTTPStatus(status).phrase}",
-            [*_JSON_HEADERS, ("Content-Length", str(len(body))), *headers],
+            [*kind, ("Content-Length", str(len(body))), *headers],
         )
         return [body]
 
@@ -287,33 +318,78 @@ class _App:
         result: Envelope
         if path == BASE:
             self._allow(method, "POST")
-            result = self.api.create_task(_read_body(environ, self._max_body), user=user)
+            body = _read_body(environ, self._max_body)
+            self._check_store(_body_location(body))
+            result = self.api.create_task(body, user=user)
         elif match := _EXECUTE.fullmatch(path):
             self._allow(method, "POST")
+            self._check_store(self._task_location(match[1]))
             result = self.api.execute_task(match[1])
         elif path == f"{BASE}/tasks":
             self._allow(method, "GET")
             query = _query(environ)
             result = self.api.list_tasks(
-                query.get("state"), query.get("pageSize"), query.get("pageNumber")
+                query.get("state"),
+                query.get("pageSize"),
+                query.get("pageNumber"),
+                last_run_state=query.get("lastRunState"),
             )
         elif path == f"{BASE}/openapi.json":
             self._allow(method, "GET")
             return 200, self._openapi
+        elif path == "/metrics":
+            self._allow(method, "GET")
+            return self._metrics()
         else:
-            raise _Refusal(404, envelope(URL_NOT_FOUND, f"URL not found: {_clip(path)}"))
+            result = self._task_route(method, path, user)
         return http_status(result["code"]), result
 
+    def _task_route(self, method: str, path: str, user: str) -> Envelope:
+        """The extensions on one task: GET and DELETE it, POST .../enable or .../disable."""
+        if (match := _SWITCH.fullmatch(path)) and match[1] not in _RESERVED:
+            self._allow(method, "POST")
+            return self.api.set_enabled(match[1], match[2] == "enable", user=user)
+        if (match := _TASK.fullmatch(path)) and match[1] not in _RESERVED:
+            self._allow(method, "GET", "DELETE")
+            if method == "DELETE":
+                return self.api.delete_task(match[1])
+            return self.api.get_task(match[1])
+        raise _Refusal(404, envelope(URL_NOT_FOUND, f"URL not found: {_clip(path)}"))
+
+    def _metrics(self) -> tuple[int, Envelope | bytes]:
+        from .metrics import MetricsUnavailableError, render_metrics
+
+        try:
+            return 200, _Text(render_metrics(self.api.engine.tasks))
+        except MetricsUnavailableError as exc:
+            return 501, envelope(SYSTEM_ERROR, str(exc))
+
+    def _check_store(self, location: object) -> None:
+        """Refuse (250105 naming storeLocation) a location outside the allowed stores."""
+        if self._allowed is None or location is None:
+            return
+        if (why := self._allowed.problem(location)) is not None:
+            raise _Refusal(400, problem_envelope([Problem("storeLocation", why)]))
+
+    def _task_location(self, task_id: str) -> str | None:
+        # A task stored by other means (the command line) may point anywhere: executing it
+        # over HTTP is held to the same places. A missing task is the endpoint's answer.
+        try:
+            return self.api.engine.get_task(task_id).store_location
+        except Exception:
+            return None
+
     @staticmethod
-    def _allow(method: str, allowed: str) -> None:
-        if method != allowed:
+    def _allow(method: str, *allowed: str) -> None:
+        if method not in allowed:
+            listed = ", ".join(allowed)
             raise _Refusal(
                 405,
                 envelope(
                     METHOD_NOT_ALLOWED,
-                    f"method {_clip(method)} is not allowed here; use {allowed}",
+                    f"method {_clip(method)} is not allowed here; use {' or '.join(allowed)}",
                 ),
-                [("Allow", allowed)],
+                [("Allow", listed)],
             )
 
 
@@ -321,8 +397,22 @@ def _clip(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
+def _body_location(body: bytes) -> object:
+    """The storeLocation a request body names, or None when it names none (the endpoint
+    then answers for the body itself)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return data.get("storeLocation") if isinstance(data, dict) else None
+
+
 def make_app(
-    engine: Engine, *, authorize: Authorize | None = None, max_body: int = MAX_BODY
+    engine: Engine,
+    *,
+    authorize: Authorize | None = None,
+    allowed_stores: Iterable[str] | None = None,
+    max_body: int = MAX_BODY,
 ) -> Callable[[WSGIEnvironment, StartResponse], Iterable[bytes]]:
     """A WSGI application serving *engine* at the spec's paths.
 
@@ -332,5 +422,13 @@ def make_app(
     envelope. *authorize* decides who is calling before any routing, so an unauthorized
     caller gets 401 (code 250114) for every path; without it the X-BKREPO-UID header names
     the user, else ``"anonymous"``. Bodies over *max_body* bytes get 413.
+
+    *allowed_stores* lists the places (local folders, or URLs with their protocol such as
+    ``s3://bucket/prefix``) under which a task's storeLocation must lie, after ``..``, links
+    and protocol are normalised (``/srv/backups-evil`` is not under ``/srv/backups``); a task
+    pointing anywhere else gets 250105 naming ``storeLocation``, when created and when
+    executed. None allows any location the server's user can reach (docs/api.md, "Threat
+    model"); an empty list allows none.
     """
-    return _App(engine, authorize, max_body)
+    allowed = None if allowed_stores is None else AllowedStores(allowed_stores)
+    return _App(engine, authorize, max_body, allowed)

@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error argparse reported
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    out = Output(plain=args.plain, quiet=args.quiet, verbose=args.verbose)
+    out = Output(plain=args.plain, quiet=args.quiet, verbose=args.verbose, json=args.json)
     handler = logging.StreamHandler(out.stderr)
     handler.setFormatter(_LogFormatter(args.debug))
     previous_level, previous_propagate = log.level, log.propagate
@@ -113,13 +113,13 @@ def _run(args: argparse.Namespace, out: Output) -> int:
         code = _failed(exc, args, out)
         if args.json:
             # A script reading stdout gets the outcome too, not an empty document.
-            out.json(_error_json(exc, code))
+            out.json_line(_error_json(exc, code))
     return code
 
 
 def _error_json(exc: Exception, code: int) -> dict[str, Any]:
     message = exc.message if isinstance(exc, RepoBackupError) else str(exc)
-    data: dict[str, Any] = {"exitCode": code, "error": message}
+    data: dict[str, Any] = {"messageType": "error", "exitCode": code, "error": message}
     if isinstance(exc, ValidationError):
         data["problems"] = [{"path": p.path, "message": p.message} for p in exc.problems]
     return data

@@ -31,8 +31,8 @@ def register(commands: Any, parents: Parents) -> None:
         parents=[parents.common, parents.repository, parents.task],
         help="back up a repository now (or schedule it with --cron/--at)",
         description="Create a DATA_BACKUP task and run it now, or with --cron/--at store it "
-        "for `repobackup serve` to run. The repository must exist: a missing one is an "
-        "error, never an empty backup.",
+        "for `repobackup scheduler` (or `serve`) to run. The repository must exist: a "
+        "missing one is an error, never an empty backup.",
     )
     backup.add_argument("--name", required=True, help="name: the backup folder under --store")
     backup.add_argument("--compress", action="store_true", help="compression: one .zip file")
@@ -46,8 +46,21 @@ def register(commands: Any, parents: Parents) -> None:
     backup.add_argument("--increment", action="store_true", help="increment: true")
     backup.add_argument("--increment-date", metavar="TIME", help="incrementDate (ISO 8601)")
     backup.add_argument(
-        "--keep-last", type=positive, metavar="N", help="keep the N newest backups only"
+        "--create-bucket",
+        action="store_true",
+        help="create the s3:// bucket of --store if it does not exist (else that is an error)",
     )
+    backup.add_argument(
+        "--keep-last", type=positive, metavar="N", help="keepLast: keep the N newest backups"
+    )
+    for unit in ("daily", "weekly", "monthly", "yearly"):
+        backup.add_argument(
+            f"--keep-{unit}",
+            type=positive,
+            metavar="N",
+            help=f"keep{unit.capitalize()}: the newest backup of each of the N newest "
+            f"{'days' if unit == 'daily' else unit.removesuffix('ly') + 's'} that have one",
+        )
     backup.set_defaults(handler=lambda args, out: run_task_command(args, out, backup=True))
 
 
@@ -63,8 +76,13 @@ def run_task_command(args: argparse.Namespace, out: Output, *, backup: bool) -> 
                 "a scheduled task needs a task database that outlives this command: "
                 "give --tasks-db PATH"
             )
+    if backup:
+        from .buckets import check_bucket
+
+        check_bucket(data["storeLocation"], args)
     with contextlib.ExitStack() as stack:
-        bar = stack.enter_context(out.progress()) if not scheduled else None
+        what = "backup" if backup else "restore"
+        bar = stack.enter_context(out.progress(what)) if not scheduled else None
         engine = open_engine(stack, args, restore=not backup, on_progress=bar)
         recover(engine, out)
         earlier = _backup_series(engine, data) if backup and not scheduled else None
@@ -114,9 +132,12 @@ def _created(engine: Engine, task_id: str, args: argparse.Namespace, out: Output
     out.say(f"created task {task_id} ({task.backup_setting.execution_strategy.value})")
     out.say(f"next run: {when(due) or 'never'}")
     tasks_db = args.tasks_db or f"{args.repository}.tasks.sqlite"
+    where = f"--repository {args.repository}" + (
+        "" if args.tasks_db is None else f" --tasks-db {tasks_db}"
+    )
     out.say(
-        f"it runs while `repobackup serve --repository {args.repository}"
-        f"{'' if args.tasks_db is None else ' --tasks-db ' + tasks_db}` is running, "
-        f"or now with `repobackup run {task_id} --repository {args.repository}`"
+        f"it runs while `repobackup scheduler {where}` (or `serve`) is running, from "
+        f"`repobackup scheduler {where} --once` in cron or a systemd timer, or now with "
+        f"`repobackup run {task_id} --repository {args.repository}`"
     )
     return EXIT_OK

@@ -12,11 +12,13 @@ from typing import Any
 
 import zstandard
 
+from .._archive.bkrepo_reader import BkrepoReader
 from .._archive.catalog import describe, open_backup_chain
 from .._archive.layout import BACKUP_NAME, BackupReader, open_store
 from ..exceptions import ArchiveError, store_errors
 from .exits import EXIT_OK, UsageError
-from .options import Parents
+from .lsbkrepo import bkrepo_summary, list_bkrepo_files, show_bkrepo
+from .options import Parents, source_zone
 from .output import Column, Output, plural, size
 from .passwords import add_password_option
 
@@ -44,12 +46,13 @@ def register(commands: Any, parents: Parents) -> None:
         help="list every file path instead (one per line; JSON lines with --json)",
     )
     add_password_option(ls)
+    source_zone(ls)
     ls.set_defaults(handler=_ls)
 
 
 def _ls(args: argparse.Namespace, out: Output) -> int:
     try:
-        chain = open_backup_chain(args.location)
+        chain = open_backup_chain(args.location, zone=args.source_zone)
     except ArchiveError:
         folders = _task_folders(args.location)
         if not folders:
@@ -67,7 +70,7 @@ def _ls(args: argparse.Namespace, out: Output) -> int:
                     out.note(f"files in {reader.location}:")
                 _list_files(reader, args, out)
         elif args.json:
-            out.json([{"location": r.location, "manifest": r.manifest} for r in chain])
+            out.json([_json_of(r) for r in chain])
         else:
             _show_chain(args.location, chain, out)
     finally:
@@ -86,7 +89,16 @@ def _show_chain(location: str, chain: list[BackupReader], out: Output) -> None:
         )
         out.say(f"a restore from {location} applies, oldest first:")
     for reader in chain:
-        _show_backup(reader.location, reader.manifest, out)
+        if isinstance(reader, BkrepoReader):
+            show_bkrepo(reader, out)
+        else:
+            _show_backup(reader.location, reader.manifest, out)
+
+
+def _json_of(reader: BackupReader) -> dict[str, Any]:
+    if isinstance(reader, BkrepoReader):
+        return {"location": reader.location, "bkrepo": bkrepo_summary(reader)}
+    return {"location": reader.location, "manifest": reader.manifest}
 
 
 def _backups_in(location: str) -> list[tuple[str, str]]:
@@ -187,6 +199,9 @@ def _show_backup(location: str, manifest: Mapping[str, Any], out: Output) -> Non
 
 def _list_files(reader: BackupReader, args: argparse.Namespace, out: Output) -> None:
     """Every file a backup holds, as it streams from the archive (nothing is held)."""
+    if isinstance(reader, BkrepoReader):
+        list_bkrepo_files(reader, args.json, out)
+        return
     name = str(reader.manifest.get("name", reader.location))
     for entry in reader.manifest.get("members", []):
         if not isinstance(entry, dict) or entry.get("collection") != "node":

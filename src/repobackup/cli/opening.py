@@ -8,11 +8,12 @@ import contextlib
 import getpass
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._model.ids import TASK_ID
-from .._model.task import BackupTask
+from .._model.task import BackupTask, RunSummary
 from ..exceptions import RepoBackupError, TaskNotFoundError
 from .exits import UsageError
 from .output import Output
@@ -31,6 +32,7 @@ __all__ = [
     "open_existing_task_store",
     "open_repository",
     "open_task_store",
+    "os_user",
     "recover",
     "resolve_task",
 ]
@@ -104,11 +106,12 @@ def open_repository(stack: contextlib.ExitStack, spec: str, *, create: bool) -> 
     from .._backends.registry import UnknownBackendError, sqlite_path
     from .._backends.registry import open_repository as open_named
 
-    database = sqlite_path(spec)
-    if database is not None and not create and not os.path.isfile(database):
-        raise MissingRepositoryError(spec, os.path.abspath(database))
     try:
-        repository = open_named(spec)
+        repository = open_named(spec, create=create)
+    except FileNotFoundError:
+        # Only with create=False: the backend found no repository and created none.
+        database = sqlite_path(spec)
+        raise MissingRepositoryError(spec, os.path.abspath(database or spec)) from None
     except UnknownBackendError as exc:
         raise UsageError(exc.message) from None
     except ValueError as exc:
@@ -122,7 +125,7 @@ def open_repository(stack: contextlib.ExitStack, spec: str, *, create: bool) -> 
     return repository
 
 
-def _os_user() -> str:
+def os_user() -> str:
     try:
         return getpass.getuser()
     except (OSError, KeyError, ImportError):
@@ -135,10 +138,12 @@ def open_engine(
     *,
     restore: bool = False,
     on_progress: Callable[[Progress], None] | None = None,
+    on_finish: Callable[[BackupTask, RunSummary], None] | None = None,
     tasks: TaskStore | None = None,
 ) -> Engine:
     """An engine on the repository and task database the options name."""
     from .._engine.engine import Engine
+    from .buckets import storage_options
 
     repository = open_repository(stack, args.repository, create=restore)
     if tasks is None:
@@ -147,12 +152,45 @@ def open_engine(
         repository,
         tasks=tasks,
         max_workers=args.workers,
+        executor=dask_executor(stack, getattr(args, "dask_scheduler", None)),
         on_progress=on_progress,
-        user=_os_user(),
+        on_finish=on_finish,
+        storage_options=storage_options(args),
+        user=os_user(),
         passphrase=read_passphrase(args),
+        # A bk-repo backup's offset-less times are read in the engine's zone.
+        tz=getattr(args, "source_zone", None),
     )
     stack.callback(engine.close)
     return engine
+
+
+#: dask retries a job whose worker died this many times; a job run twice does no harm.
+DASK_RETRIES = 3
+DASK_TIMEOUT = 30
+
+
+def dask_executor(stack: contextlib.ExitStack, address: str | None) -> Executor | None:
+    """``--dask-scheduler``: an executor on the dask.distributed cluster at *address*."""
+    if not address:
+        return None
+    try:
+        import distributed
+    except ImportError:
+        raise UsageError(
+            "--dask-scheduler needs dask.distributed: pip install 'repobackup[dask]'"
+        ) from None
+    try:
+        client = distributed.Client(  # type: ignore[no-untyped-call]
+            address, timeout=DASK_TIMEOUT, set_as_default=False
+        )
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise UsageError(f"--dask-scheduler: cannot reach {address!r}: {exc}") from None
+    stack.callback(client.close)
+    executor: Executor = client.get_executor(  # type: ignore[no-untyped-call]
+        pure=False, retries=DASK_RETRIES
+    )
+    return executor
 
 
 def recover(engine: Engine, out: Output) -> None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
+from datetime import tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 
@@ -22,6 +24,8 @@ __all__ = [
     "make_parents",
     "port",
     "positive",
+    "source_zone",
+    "zone",
 ]
 
 GLOBAL_DEFAULTS = {"debug": False, "plain": False, "quiet": False, "verbose": False, "json": False}
@@ -68,6 +72,27 @@ def port(text: str) -> int:
     return value
 
 
+def zone(text: str) -> tzinfo:
+    """An IANA time zone name (``Asia/Shanghai``, ``UTC``)."""
+    try:
+        return ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"not a time zone name (an IANA name such as Asia/Shanghai): {text!r}"
+        ) from None
+
+
+def source_zone(parser: argparse.ArgumentParser) -> None:
+    """``--source-zone``: the zone of a bk-repo backup's offset-less times."""
+    parser.add_argument(
+        "--source-zone",
+        type=zone,
+        metavar="ZONE",
+        help="for a backup of the original server (bk-repo): the zone its times without "
+        "offset are in, an IANA name (default: this machine's zone)",
+    )
+
+
 def global_options() -> argparse.ArgumentParser:
     """The global options; a fresh parser each call (`set_defaults` on the top parser
     changes its actions, which must not reach the commands' copies)."""
@@ -103,7 +128,17 @@ def _repository_options() -> argparse.ArgumentParser:
         "else kept in memory)",
     )
     repository.add_argument(
-        "--workers", type=positive, metavar="N", help="blob copies in parallel (default 4)"
+        "--workers",
+        type=positive,
+        metavar="N",
+        help="blob copies in parallel (default: every core on a local store, 4 per core "
+        "on an object store)",
+    )
+    repository.add_argument(
+        "--dask-scheduler",
+        metavar="ADDRESS",
+        help="run the blob copies on the dask.distributed cluster whose scheduler is at "
+        "ADDRESS, e.g. tcp://10.0.0.5:8786 (needs repobackup[dask]; see docs/scaling.md)",
     )
     return repository
 
@@ -137,6 +172,12 @@ def _task_options() -> argparse.ArgumentParser:
         metavar="LOCATION",
         help="storeLocation: a folder or fsspec URL (s3://bucket/path)",
     )
+    task.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="the AWS profile for an s3:// store (default: AWS_PROFILE, else the AWS_* "
+        "environment variables)",
+    )
     _content_options(task)
     setting = task.add_argument_group("setting")
     setting.add_argument(
@@ -150,10 +191,12 @@ def _task_options() -> argparse.ArgumentParser:
     schedule.add_argument(
         "--cron",
         metavar="EXPR",
-        help="create a CRON_EXPRESSION task (Unix or Quartz cron) for `serve` to run",
+        help="create a CRON_EXPRESSION task (Unix or Quartz cron) for `scheduler` to run",
     )
     schedule.add_argument(
-        "--at", metavar="TIME", help="create a SPECIFIED_TIME task (ISO 8601) for `serve` to run"
+        "--at",
+        metavar="TIME",
+        help="create a SPECIFIED_TIME task (ISO 8601) for `scheduler` to run",
     )
     return task
 

@@ -15,6 +15,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import attrs
 
+from .words import plural, size
+
 if TYPE_CHECKING:
     from .._pipeline.tally import Progress
 
@@ -23,25 +25,6 @@ __all__ = ["Column", "Output", "plural", "size", "when"]
 PLAIN_WIDTH = 120
 """The width a plain table is fitted to, so that a listing reads in a 120-column terminal."""
 MIN_CUT = 4  # a column cut narrower than this says nothing
-
-
-def plural(count: int, singular: str, plural_form: str | None = None) -> str:
-    """``1 repository``, ``2 repositories``."""
-    if count == 1:
-        return f"{count} {singular}"
-    return f"{count} {plural_form or singular + 's'}"
-
-
-def size(count: int | None) -> str:
-    """A byte count in binary units (``1.5 MiB``); ``?`` when unknown."""
-    if count is None:
-        return "?"
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def when(value: Any) -> str:
@@ -105,8 +88,13 @@ class Output:
     away (``| head``) ends the output quietly: `closed` turns true and the rest is dropped.
     """
 
-    def __init__(self, *, plain: bool = False, quiet: bool = False, verbose: bool = False) -> None:
+    def __init__(
+        self, *, plain: bool = False, quiet: bool = False, verbose: bool = False, json: bool = False
+    ) -> None:
         self.quiet = quiet
+        self.json_mode = json
+        self._live: Any = None
+        self._finish_live: Callable[[], None] | None = None
         self.plain = plain
         self.verbose = verbose
         self.stdout: IO[str] = sys.stdout
@@ -124,6 +112,9 @@ class Output:
             if self.closed and stream is self.stdout:
                 return
             try:
+                if self._live is not None and (stream is self.stderr or _isatty(stream)):
+                    self._live.print(text, soft_wrap=True)
+                    return
                 print(text, file=stream, flush=True)
             except BrokenPipeError:
                 self._reader_gone(stream)
@@ -213,6 +204,7 @@ class Output:
                 table.add_column(spec.title, overflow="fold")
         for row in rows:
             table.add_row(*row)
+        self.end_progress()  # a table is a result: the bar ends above it
         with self._lock:
             try:
                 self._out.print(table)
@@ -224,54 +216,57 @@ class Output:
         self.table(title, ["field", "value"], [list(pair) for pair in pairs])
 
     @contextlib.contextmanager
-    def progress(self) -> Iterator[Callable[[Progress], None] | None]:
-        """A callback for `Engine(on_progress=...)` drawing progress on stderr, or None when
-        stderr is not a terminal (logs and pipes get the summary only) or with --quiet."""
-        if self.quiet or not _isatty(self.stderr):
+    def live(self, console: Any, finish: Callable[[], None]) -> Iterator[None]:
+        """While inside, lines for the terminal go through *console*, the rich console a live
+        progress bar draws on, so that they print above the bar instead of breaking it.
+        *finish* draws the bar's last line and stops it: at `end_progress`, else on leaving."""
+        self._live = console
+        self._finish_live = finish
+        try:
+            yield
+        finally:
+            self.end_progress()
+
+    def end_progress(self) -> None:
+        """Draw the progress bar's last line and stop it (before a summary is printed)."""
+        finish, self._finish_live = self._finish_live, None
+        self._live = None
+        if finish is not None:
+            finish()
+
+    @contextlib.contextmanager
+    def progress(self, what: str = "backup") -> Iterator[Callable[[Progress], None] | None]:
+        """A callback for `Engine(on_progress=...)`: with --json, restic-style status lines
+        on stdout; else a bar on stderr when it is a terminal (one line per phase without
+        rich); None with --quiet or when stderr is a log or a pipe."""
+        from . import progress
+
+        if self.quiet:
             yield None
+        elif self.json_mode:
+            yield progress.json_status(self)
+        elif not _isatty(self.stderr):
+            yield None
+        elif self.plain or not _rich_installed():
+            yield progress.plain_progress(self)
+        else:
+            with progress.rich_progress(self, self.stderr, what) as update:
+                yield update
+
+    @contextlib.contextmanager
+    def spinner(self, text: str) -> Iterator[None]:
+        """A spinner with the elapsed time on a terminal's stderr, for work that reports no
+        progress of its own; nothing elsewhere, with --quiet or --json."""
+        if self.quiet or self.json_mode or self.plain or not _isatty(self.stderr):
+            yield
             return
-        if self.plain or not _rich_installed():
-            yield _PlainProgress(self).update
+        if not _rich_installed():
+            yield
             return
-        with _rich_progress(self.stderr) as update:
-            yield update
+        from . import progress
 
-
-@contextlib.contextmanager
-def _rich_progress(stream: IO[str]) -> Iterator[Callable[[Progress], None]]:
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        SpinnerColumn,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-    from rich.progress import Progress as Bar
-
-    bar = Bar(
-        SpinnerColumn(),
-        TextColumn("{task.description:<8}"),
-        BarColumn(),
-        DownloadColumn(binary_units=True),
-        TextColumn("{task.fields[records]} records"),
-        TimeElapsedColumn(),
-        console=Console(file=stream),
-        transient=True,
-    )
-    job = bar.add_task("starting", total=None, records=0)
-
-    def update(event: Progress) -> None:
-        bar.update(
-            job,
-            description=event.phase,
-            completed=event.bytes,
-            total=event.total_bytes,
-            records=event.records,
-        )
-
-    with bar:
-        yield update
+        with progress.rich_spinner(self, self.stderr, text):
+            yield
 
 
 def _isatty(stream: IO[str]) -> bool:
@@ -287,18 +282,3 @@ def _rich_installed() -> bool:
     except ImportError:
         return False
     return True
-
-
-class _PlainProgress:
-    """Progress as one line per phase, for a terminal without rich."""
-
-    def __init__(self, output: Output) -> None:
-        self.output = output
-        self.phase: str | None = None
-
-    def update(self, event: Progress) -> None:
-        if event.phase != self.phase:
-            self.phase = event.phase
-            self.output.note(
-                f"… {event.phase}: {plural(event.records, 'record')}, {size(event.bytes)}"
-            )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import backup, demo, key, ls, restore, run, serve, tasks, verify
+from . import backup, demo, key, ls, restore, retention, run, scheduler, serve, tasks, verify
 from .options import GLOBAL_DEFAULTS, Register, global_options, make_parents
 
 __all__ = ["build_parser"]
@@ -31,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
         run.register,
         verify.register,
         ls.register,
+        retention.register,
         tasks.register,
+        scheduler.register,
         serve.register,
         key.register,
     ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .backup import run_task_command
-from .options import Parents
+from .options import Parents, source_zone
 from .passwords import add_password_option
 
 __all__ = ["register"]
@@ -33,4 +33,5 @@ def register(commands: Any, parents: Parents) -> None:
         help="conflictStrategy for records that exist already (default OVERWRITE)",
     )
     add_password_option(restore)
+    source_zone(restore)
     restore.set_defaults(handler=lambda args, out: run_task_command(args, out, backup=False))

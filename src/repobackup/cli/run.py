@@ -36,9 +36,9 @@ def _run(args: argparse.Namespace, out: Output) -> int:
         tasks = open_existing_task_store(stack, args.tasks_db, args.repository)
         task_id = resolve_task(tasks, args.task_id)
         task = tasks.get(task_id)
-        bar = stack.enter_context(out.progress())
         # Only a restore may create the repository it writes; a backup's must exist.
         restore = task.type is TaskType.DATA_RESTORE
+        bar = stack.enter_context(out.progress("restore" if restore else "backup"))
         engine = open_engine(stack, args, restore=restore, on_progress=bar, tasks=tasks)
         recover(engine, out)
         return execute(engine, task_id, args, out)

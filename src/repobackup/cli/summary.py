@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .._model.convert import to_json
 from .._model.task import RunSummary
@@ -15,7 +15,7 @@ from .output import Output, plural, size, when
 if TYPE_CHECKING:
     from .._engine.engine import Engine
 
-__all__ = ["MAX_ERRORS_SHOWN", "execute", "report"]
+__all__ = ["MAX_ERRORS_SHOWN", "execute", "report", "summary_json"]
 
 MAX_ERRORS_SHOWN = 20
 
@@ -37,9 +37,15 @@ def execute(engine: Engine, task_id: str, args: argparse.Namespace, out: Output)
                 last = engine.get_task(task_id).last_run
                 # Only this run's summary: an interrupt before it started leaves the last one.
                 if last is not None and last.ended is not None and last.ended >= began:
-                    out.json(to_json(last))
+                    out.json_line(summary_json(last))
         raise
     return report(summary, args, out)
+
+
+def summary_json(summary: RunSummary) -> dict[str, Any]:
+    """The run summary as --json's last line: restic's ``summary`` message, after the
+    ``status`` lines of the run (`progress.json_status`)."""
+    return {"messageType": "summary", **to_json(summary)}
 
 
 def _pairs(summary: RunSummary) -> list[tuple[str, str]]:
@@ -70,8 +76,9 @@ def _pairs(summary: RunSummary) -> list[tuple[str, str]]:
 def report(summary: RunSummary, args: argparse.Namespace, out: Output) -> int:
     """Print *summary* (a table, or its JSON) and its errors; return its exit code."""
     code = run_outcome(summary)
+    out.end_progress()  # the bar's clean last line, then the summary under it
     if args.json:
-        out.json(to_json(summary))
+        out.json_line(summary_json(summary))
     else:
         out.fields("run summary", _pairs(summary))
         for note in summary.notes:

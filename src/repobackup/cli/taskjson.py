@@ -72,8 +72,13 @@ def _setting(args: argparse.Namespace, *, backup: bool) -> dict[str, Any]:
         setting["spaceCapCheck"] = False
     if not backup and args.conflict:
         setting["conflictStrategy"] = args.conflict
-    if backup and args.keep_last is not None:
-        setting["retention"] = {"keepLast": args.keep_last}
+    if backup:
+        rules = {
+            f"keep{unit.capitalize()}": getattr(args, f"keep_{unit}")
+            for unit in ("last", "daily", "weekly", "monthly", "yearly")
+        }
+        if any(value is not None for value in rules.values()):
+            setting["retention"] = {k: v for k, v in rules.items() if v is not None}
     if args.cron is not None:
         setting["executionStrategy"] = "CRON_EXPRESSION"
         setting["executionPlan"] = {"executeImmediately": False, "cronExpression": args.cron}

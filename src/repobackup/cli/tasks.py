@@ -1,5 +1,5 @@
 """`repobackup tasks`: the tasks of a task database with their last run (`tasks`, `tasks
-list`), and one task in detail with its schedule and run history (`tasks show TASK`)."""
+list`), one task in detail (`tasks show TASK`), and `tasks rm|enable|disable TASK`."""
 
 from __future__ import annotations
 
@@ -48,6 +48,14 @@ def _list_options(parser: argparse.ArgumentParser) -> None:
         help="only tasks in this state",
     )
     parser.add_argument(
+        "--last-run-state",
+        choices=[s.value for s in TaskState],
+        type=str.upper,
+        default=argparse.SUPPRESS,
+        help="only tasks whose last run ended in this state (FAILED finds a recurring task "
+        "whose last run failed: it is PENDING again)",
+    )
+    parser.add_argument(
         "--page", type=positive, default=argparse.SUPPRESS, metavar="N", help="page number"
     )
     parser.add_argument(
@@ -74,7 +82,13 @@ def register(commands: Any, parents: Parents) -> None:
     )
     _list_options(tasks)
     tasks.set_defaults(
-        handler=_list, repository=None, tasks_db=None, state=None, page=1, page_size=20
+        handler=_list,
+        repository=None,
+        tasks_db=None,
+        state=None,
+        last_run_state=None,
+        page=1,
+        page_size=20,
     )
     actions = tasks.add_subparsers(dest="action", metavar="ACTION")
     listing = actions.add_parser(
@@ -89,13 +103,22 @@ def register(commands: Any, parents: Parents) -> None:
     )
     show.add_argument("task_id", metavar="TASK", help="task id, unique id prefix, or name")
     show.set_defaults(handler=_show)
+    changes = [
+        ("rm", "remove a task and its run history (its backups stay in the store)", _remove),
+        ("enable", "let the scheduler start the task again", _enable),
+        ("disable", "keep the scheduler from starting the task (`run` still runs it)", _disable),
+    ]
+    for name, text, handler in changes:
+        change = actions.add_parser(name, parents=[parents.common, where], help=text)
+        change.add_argument("task_id", metavar="TASK", help="task id, unique id prefix, or name")
+        change.set_defaults(handler=handler)
 
 
 def _list(args: argparse.Namespace, out: Output) -> int:
     with contextlib.ExitStack() as stack:
         store = open_existing_task_store(stack, args.tasks_db, args.repository)
         state = TaskState(args.state) if args.state else None
-        page = store.list(state, args.page, args.page_size)
+        page = store.list(state, args.page, args.page_size, last_run_state=args.last_run_state)
         if args.json:
             out.json(to_json(page))
             return EXIT_OK
@@ -116,7 +139,7 @@ def _list(args: argparse.Namespace, out: Output) -> int:
                 shown.get(t.id or "", t.id or ""),
                 t.name,
                 "backup" if t.type.value == "DATA_BACKUP" else "restore",
-                t.state.value,
+                t.state.value if t.enabled else f"{t.state.value} (disabled)",
                 _last_run(t.last_run),
                 (t.last_run.location if t.last_run and t.last_run.location else t.store_location),
             ]
@@ -184,7 +207,7 @@ def _task_pairs(task: BackupTask) -> list[tuple[str, str]]:
         ("name", task.name),
         ("type", task.type.value),
         ("state", task.state.value),
-        ("schedule", _schedule(task)),
+        ("schedule", _schedule(task) + ("" if task.enabled else " (disabled)")),
         ("storeLocation", task.store_location),
         ("content", json.dumps(to_json(task.content), ensure_ascii=False)),
         ("created", f"{when(task.created_date)} by {task.created_by or ''}"),
@@ -218,3 +241,49 @@ def _run_table(runs: Sequence[RunSummary], out: Output) -> None:
             for r in runs
         ],
     )
+
+
+def _remove(args: argparse.Namespace, out: Output) -> int:
+    with contextlib.ExitStack() as stack:
+        store = open_existing_task_store(stack, args.tasks_db, args.repository)
+        task = store.get(resolve_task(store, args.task_id))
+        assert task.id is not None
+        # TaskRunningError (exit 1) while it runs, here or in another process.
+        store.delete(task.id)
+    if args.json:
+        out.json({"removed": task.id, "name": task.name})
+    else:
+        out.say(f"removed task {task.id} ({task.name!r}) and its run history")
+        out.note(f"its backups stay in {task.store_location}")
+    return EXIT_OK
+
+
+def _enable(args: argparse.Namespace, out: Output) -> int:
+    return _switch(args, out, enabled=True)
+
+
+def _disable(args: argparse.Namespace, out: Output) -> int:
+    return _switch(args, out, enabled=False)
+
+
+def _switch(args: argparse.Namespace, out: Output, *, enabled: bool) -> int:
+    from datetime import datetime
+
+    from .._model.times import local_zone
+    from .opening import os_user
+
+    with contextlib.ExitStack() as stack:
+        store = open_existing_task_store(stack, args.tasks_db, args.repository)
+        task_id = resolve_task(store, args.task_id)
+        task = store.set_enabled(task_id, enabled, now=datetime.now(local_zone()), user=os_user())
+    if args.json:
+        out.json(to_json(task) | {"enabled": task.enabled})
+        return EXIT_OK
+    if enabled:
+        out.say(f"enabled task {task_id} ({task.name!r}): the scheduler starts it when due")
+    else:
+        out.say(
+            f"disabled task {task_id} ({task.name!r}): the scheduler leaves it alone; "
+            "`repobackup run` still runs it"
+        )
+    return EXIT_OK

@@ -9,7 +9,7 @@ from typing import Any
 from .._archive.verify import verify
 from .._model.convert import to_json
 from .exits import EXIT_FAILED, EXIT_OK
-from .options import Parents
+from .options import Parents, source_zone
 from .output import Output, plural
 from .passwords import add_password_option
 
@@ -31,13 +31,21 @@ def register(commands: Any, parents: Parents) -> None:
         "location", metavar="LOCATION", help="a backup folder or .zip, or a task folder"
     )
     add_password_option(command)
+    source_zone(command)
     command.set_defaults(handler=_verify)
 
 
 def _verify(args: argparse.Namespace, out: Output) -> int:
-    report = verify(args.location)
+    # verify reports no progress of its own: a spinner says it is at work, and for how long.
+    with out.spinner(f"verifying {args.location}"):
+        report = verify(args.location, zone=args.source_zone)
     if args.json:
         out.json(to_json(report))
+    elif report.ok and report.notes:  # a bk-repo backup: no manifest, no marker
+        out.say(
+            f"ok: {args.location}: {plural(report.records, 'record')} read and "
+            f"{plural(report.blobs, 'blob')} match their sha256 names"
+        )
     elif report.ok:
         out.say(
             f"ok: {args.location}: {plural(report.members, 'member')}, "
@@ -54,6 +62,8 @@ def _verify(args: argparse.Namespace, out: Output) -> int:
         )
         if report.problems_dropped:
             out.say(f"… and {report.problems_dropped} more")
+    for note in () if args.json else report.notes:
+        out.say(f"note: {note}")
     if not report.ok:
         out.error(f"{args.location} did not verify")
     return EXIT_OK if report.ok else EXIT_FAILED
