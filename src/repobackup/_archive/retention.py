@@ -291,7 +291,10 @@ def abort_uploads(
     listing = call("list_multipart_uploads", Bucket=bucket, Prefix=prefix)
     for upload in listing.get("Uploads", []) or []:
         key = upload.get("Key", "")
-        match = BACKUP_NAME.match(key[len(prefix) :])
+        name = key[len(prefix) :]
+        # The zip is uploaded under its partial name; older runs wrote the final name.
+        final = parse_partial(name)
+        match = BACKUP_NAME.match(final if final is not None else name)
         if match is None or match["name"] != task_name or match["stamp"] not in stamps:
             continue
         call("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload["UploadId"])
