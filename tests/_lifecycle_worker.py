@@ -11,9 +11,16 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, BinaryIO
 
-from repobackup import Engine, Record, Scope, Source, SqliteTaskStore, TaskRunningError
-from repobackup._backends.sqlite import SqliteRepository
-from repobackup._engine.scheduler import Scheduler
+from repobackup import (
+    Engine,
+    Record,
+    Scheduler,
+    Scope,
+    Source,
+    SqliteRepository,
+    SqliteTaskStore,
+    TaskRunningError,
+)
 
 RAN = "ran"
 RUNNING = "running"

@@ -21,15 +21,8 @@ import fsspec
 import pytest
 
 import bkrepo_fixture as fx
-from repobackup import SqliteRepository
-from repobackup._archive.bkrepo import (
-    BkrepoBackup,
-    BkrepoProblem,
-    detect,
-    find_bkrepo,
-    open_bkrepo,
-)
-from repobackup._backends.protocols import Record, Scope
+from private import BkrepoBackup, BkrepoProblem, detect, find_bkrepo, open_bkrepo
+from repobackup import Record, Scope, SqliteRepository
 from repobackup.exceptions import ArchiveError
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

@@ -23,6 +23,14 @@ import attrs
 import pytest
 
 from helpers import last_json
+from private import (
+    ENTRY_POINT_GROUP,
+    UnknownBackendError,
+    available_backends,
+    open_repository,
+    split_spec,
+    sqlite_path,
+)
 from repobackup import (
     BackendError,
     RunSummary,
@@ -30,14 +38,6 @@ from repobackup import (
     SqliteTaskStore,
     TaskState,
     from_json,
-)
-from repobackup._backends.registry import (
-    ENTRY_POINT_GROUP,
-    UnknownBackendError,
-    available_backends,
-    open_repository,
-    split_spec,
-    sqlite_path,
 )
 from repobackup.cli import (
     EXIT_FAILED,

@@ -8,16 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from repobackup import BackendError, MemoryRepository, SqliteRepository
-
 # The registry is how the command line names backends; it has no public import path of its
-# own, so these tests reach it where it lives.
-from repobackup._backends.registry import (
+# own, so these tests reach it through the one module of private units.
+from private import (
     ENTRY_POINT_GROUP,
     available_backends,
     load_backend,
     open_repository,
 )
+from repobackup import BackendError, MemoryRepository, SqliteRepository
 
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 

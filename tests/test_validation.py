@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from private import parse_new_task
 from repobackup import BackupTask, Engine, MemoryRepository, ValidationError, from_json
-from repobackup._model.convert import parse_new_task
 
 GOOD: dict[str, Any] = {
     "name": "nightly",

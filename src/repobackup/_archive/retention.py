@@ -292,8 +292,9 @@ def abort_uploads(
     for upload in listing.get("Uploads", []) or []:
         key = upload.get("Key", "")
         name = key[len(prefix) :]
-        # Every store writes a zip under its partial name, moved to its final one at commit.
-        match = BACKUP_NAME.match(parse_partial(name) or name)
+        # The zip is uploaded under its partial name; older runs wrote the final name.
+        final = parse_partial(name)
+        match = BACKUP_NAME.match(final if final is not None else name)
         if match is None or match["name"] != task_name or match["stamp"] not in stamps:
             continue
         call("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload["UploadId"])
