@@ -19,7 +19,7 @@ LONG_MODULES: dict[str, str] = {}
 
 # Layers from the bottom up: a module may import its own layer and the ones below.
 LAYERS: list[set[str]] = [
-    {"exceptions", "_model"},
+    {"exceptions", "_version", "_model"},
     {"_backends", "_archive", "_tasks"},
     {"_pipeline"},
     {"_engine"},

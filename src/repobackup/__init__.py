@@ -32,6 +32,7 @@ from ._model.task import (
 )
 from ._pipeline.tally import Progress
 from ._tasks.store import MemoryTaskStore, SqliteTaskStore, TaskStore
+from ._version import __version__
 from .exceptions import (
     ArchiveError,
     BackendError,
@@ -45,6 +46,7 @@ from .exceptions import (
 )
 
 __all__ = [
+    "__version__",
     "ArchiveError",
     "BackendError",
     "BackupContent",

@@ -34,6 +34,7 @@ from .._backends.protocols import Record, Scope, Source
 from .._model.convert import to_json
 from .._model.select import select
 from .._model.task import BackupTask, ProjectContentInfo, TaskState
+from .._version import __version__
 from ..exceptions import InsufficientSpaceError, RepoBackupError, backend_errors
 from .blobs import BlobPump, BlobTransfer, SeenBlobs
 from .context import RunContext
@@ -450,7 +451,7 @@ def _manifest(
     since = plan.since
     return Manifest(
         format=FORMAT,
-        generator=f"{_package} {_version()}",
+        generator=f"{_package} {__version__}",
         task_id=task.id,
         name=plan.name,
         task_name=task.name,
@@ -524,12 +525,3 @@ def file_of(record: Record) -> str:
 def _join_location(store_location: str, tail: str) -> str:
     separator = "" if store_location.endswith(("/", "\\")) else "/"
     return f"{store_location}{separator}{tail}"
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(_package)
-    except PackageNotFoundError:
-        return "unknown"

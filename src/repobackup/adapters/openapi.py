@@ -19,6 +19,7 @@ from .._model.ids import TASK_ID
 from .._model.rules import MAX_NAME
 from .._model.select import REGEX_PREFIX
 from .._tasks.store import MAX_PAGE_SIZE
+from .._version import __version__
 from .json import DEFAULT_PAGE_NUMBER, DEFAULT_PAGE_SIZE, MAX_PAGE_NUMBER
 
 __all__ = ["BASE", "openapi_document"]
@@ -156,17 +157,11 @@ def _errors(*extra: tuple[str, str]) -> dict[str, Any]:
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.0 description of the endpoints, its schemas derived from the model so
     the two cannot drift apart, and constrained as task validation is."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        release = version("repobackup")
-    except PackageNotFoundError:
-        release = "0"
     return {
         "openapi": "3.0.3",
         "info": {
             "title": "repobackup backup and restore API",
-            "version": release,
+            "version": __version__,
             "description": (
                 "Create, start and list backup and restore tasks. Every response is an "
                 "envelope {code, message, data, traceId}; code 0 means success. A request "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .._version import __version__
 from . import backup, demo, key, ls, restore, retention, run, scheduler, serve, tasks, verify
 from .options import GLOBAL_DEFAULTS, Register, global_options, make_parents
 
@@ -22,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[global_options()],
     )
     parser.set_defaults(**GLOBAL_DEFAULTS)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     registers: list[Register] = [
         demo.register,
@@ -40,12 +41,3 @@ def build_parser() -> argparse.ArgumentParser:
     for register in registers:
         register(commands, parents)
     return parser
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("repobackup")
-    except PackageNotFoundError:
-        return "unknown"
