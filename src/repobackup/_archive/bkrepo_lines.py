@@ -13,6 +13,7 @@ from typing import IO, Any, TypeVar, cast
 
 from .._backends.protocols import Record, Scope
 from ..exceptions import store_errors
+from .layout import numbered_lines as limited_lines
 
 __all__ = [
     "MAX_LINE",
@@ -191,12 +192,4 @@ def guarded(items: Iterator[T_], what: str) -> Iterator[T_]:
 
 def numbered_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
     """Numbered lines; None for one longer than `MAX_LINE`, skipped without holding it."""
-    number = 0
-    while line := stream.readline(MAX_LINE + 1):
-        number += 1
-        if len(line) > MAX_LINE and not line.endswith(b"\n"):
-            while (rest := stream.readline(CHUNK)) and not rest.endswith(b"\n"):
-                pass
-            yield number, None
-            continue
-        yield number, line
+    return limited_lines(stream, MAX_LINE)

@@ -638,3 +638,17 @@ def load_manifest(reader: BackupReader, location: str) -> dict[str, Any]:
     with reader.open(MANIFEST) as file:
         raw = read_bounded(file, location)
     return parse_manifest(raw, location, sealing=sealing)
+
+
+def numbered_lines(stream: IO[bytes], limit: int) -> Iterator[tuple[int, bytes | None]]:
+    """The lines of *stream*, numbered from 1; None for one longer than *limit*, skipped
+    without ever holding more than *limit* bytes of it."""
+    number = 0
+    while line := stream.readline(limit + 1):
+        number += 1
+        if len(line) > limit and not line.endswith(b"\n"):
+            while (rest := stream.readline(CHUNK)) and not rest.endswith(b"\n"):
+                pass
+            yield number, None
+            continue
+        yield number, line

@@ -38,6 +38,7 @@ from .layout import (
     open_store,
     record_member,
 )
+from .layout import numbered_lines as limited_lines
 from .manifest import MANIFEST, failed_records_of
 from .problems import Bounded
 from .sealing import is_key_member, sealing_of
@@ -593,15 +594,7 @@ class _BackupCheck:
 
 def record_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
     """Numbered lines; None for one longer than `MAX_LINE`, skipped without holding it."""
-    number = 0
-    while line := stream.readline(MAX_LINE + 1):
-        number += 1
-        if len(line) > MAX_LINE and not line.endswith(b"\n"):
-            while (rest := stream.readline(CHUNK)) and not rest.endswith(b"\n"):
-                pass
-            yield number, None
-            continue
-        yield number, line
+    return limited_lines(stream, MAX_LINE)
 
 
 def check_records_member(reader: BackupReader, entry: Mapping[str, Any]) -> None:
