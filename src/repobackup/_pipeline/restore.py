@@ -9,7 +9,7 @@ import functools
 import io
 import random
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import IO, Any
 
@@ -25,7 +25,7 @@ from .._archive.store import ATTEMPTS, BASE, DEADLINE, MAX_DELAY, is_transient
 from .._archive.verify import check_records_member, record_lines
 from .._backends.protocols import Outcome, Record, Scope, Target
 from .._model.select import select
-from .._model.task import BackupTask
+from .._model.task import BackupContent, BackupTask
 from ..exceptions import (
     ArchiveError,
     RepoBackupError,
@@ -205,6 +205,16 @@ def _record(
         run.fail(ErrorScope.RECORD, where, exc.message)
 
 
+def _selected(scope: Scope, content: BackupContent, wanted: Mapping[str, Any]) -> bool:
+    """Whether a scope of the backup is restored: common data when the task asks for it, a
+    project or repository when the selection (*wanted*: project to repositories) names it."""
+    if scope.project_id is None:
+        return content.common_data
+    if scope.project_id not in wanted:
+        return False
+    return scope.repo_name is None or scope.repo_name in wanted[scope.project_id]
+
+
 def _batches(records: Iterable[Record]) -> Iterator[list[Record]]:
     batch: list[Record] = []
     for record in records:
@@ -255,12 +265,7 @@ class _Restore:
                 where = entry.get("path") if isinstance(entry, dict) else entry
                 run.fail(ErrorScope.MEMBER, str(where), exc.message)
                 continue
-            if scope.project_id is None:
-                if not content.common_data:
-                    continue
-            elif scope.project_id not in wanted or (
-                scope.repo_name is not None and scope.repo_name not in wanted[scope.project_id]
-            ):
+            if not _selected(scope, content, wanted):
                 continue
             try:
                 check_records_member(self.reader, entry)
@@ -366,12 +371,7 @@ class _BkrepoRestore(_Restore):
         content = self.task.content
         wanted = select(content.projects, tree, lambda p: tree[p]) if content.projects else {}
         for scope in backup.scopes():
-            if scope.project_id is None:
-                if not content.common_data:
-                    continue
-            elif scope.project_id not in wanted or (
-                scope.repo_name is not None and scope.repo_name not in wanted[scope.project_id]
-            ):
+            if not _selected(scope, content, wanted):
                 continue
             for batch in _batches(backup.records(scope)):
                 self.batch(batch)
