@@ -538,3 +538,43 @@ class TestUpdateTask:
             engine.update_task(task_id, body(tmp_path, commonData=False, projects=[]))
         assert [p.path for p in caught.value.problems] == ["$.content"]
         assert engine.get_task(task_id).content.common_data is True
+
+
+def test_restore_progress_has_the_backups_blob_bytes_as_total(tmp_path: Path) -> None:
+    """A restore's progress events carry a total: the blob bytes its backup's manifest
+    counts, so a bar can show how far it got and how long it has left."""
+    from repobackup import MemoryRepository
+
+    source = MemoryRepository()
+    source.put_project("p")
+    source.put_repository("p", "r")
+    contents = [b"a" * 1000, b"b" * 3000, b"c" * 7]
+    for number, data in enumerate(contents):
+        source.put_file("p", "r", f"/f{number}", data)
+    with Engine(source) as engine:
+        backup = engine.execute(
+            engine.create_task(
+                {
+                    "name": "n",
+                    "storeLocation": str(tmp_path),
+                    "content": {"commonData": False, "projects": [{"projectId": "p"}]},
+                }
+            )
+        )
+    events: list[Progress] = []
+    target = MemoryRepository()
+    with Engine(source, target=target, on_progress=events.append) as engine:
+        restored = engine.execute(
+            engine.create_task(
+                {
+                    "name": "r",
+                    "type": "DATA_RESTORE",
+                    "storeLocation": backup.location,
+                    "content": {"projects": [{"projectId": "p"}]},
+                }
+            )
+        )
+    assert restored.state.value == "FINISHED"
+    totals = {event.total_bytes for event in events}
+    assert totals == {sum(len(data) for data in contents)}
+    assert target.read_file("p", "r", "/f1") == contents[1]

@@ -71,6 +71,7 @@ def run_restore(context: RunContext, task: BackupTask, run: RunState) -> str:
         )
     try:
         check_selection(task, chain, run)
+        run.total_bytes = _blob_bytes(chain)
         for reader in chain:
             kind = _BkrepoRestore if isinstance(reader, BkrepoReader) else _Restore
             kind(
@@ -87,6 +88,19 @@ def run_restore(context: RunContext, task: BackupTask, run: RunState) -> str:
         for reader in chain:
             reader.close()
     return chain[-1].location
+
+
+def _blob_bytes(chain: list[BackupReader]) -> int | None:
+    """The bytes of blobs the backups hold, as their manifests count them: the most a restore
+    reads, and the total its progress is measured against (None when one does not say)."""
+    total = 0
+    for reader in chain:
+        blobs = reader.manifest.get("blobs")
+        size = blobs.get("bytes") if isinstance(blobs, dict) else None
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            return None
+        total += size
+    return total
 
 
 def check_selection(task: BackupTask, chain: list[BackupReader], run: RunState) -> None:
