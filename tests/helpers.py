@@ -193,3 +193,25 @@ def last_json(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return json.loads(text.strip().splitlines()[-1])
+
+
+#: The modified time of every record that `record_line` writes, as the archive holds it.
+RECORD_T0 = "2026-03-01T12:00:00+00:00"
+
+
+def record_line(collection: str, key: str, document: Any, **fields: Any) -> bytes:
+    """One record line of a backup's records member, written by hand as docs/format.md
+    describes it, for tests that craft archives (projectId, repoName, blob, size in
+    *fields*)."""
+    data = {
+        "collection": collection,
+        "projectId": fields.get("projectId"),
+        "repoName": fields.get("repoName"),
+        "key": key,
+        "modified": RECORD_T0,
+        "deleted": False,
+        "blob": fields.get("blob"),
+        "size": fields.get("size", 0),
+        "document": document,
+    }
+    return json.dumps(data).encode() + b"\n"

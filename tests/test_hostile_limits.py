@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 import zstandard
 
+from helpers import RECORD_T0 as T0
+from helpers import record_line as line
 from hostile import GIB, MIB, run_python
 
-T0 = "2026-03-01T12:00:00+00:00"
 GOOD = b"good file content\n" * 20
 NAME = "hostile-20260301.120000"
 NODES = "projects/p1/repos/generic/node"
@@ -28,21 +29,6 @@ RSS_LIMIT = 200 * MIB
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def line(collection: str, key: str, document: Any, **fields: Any) -> bytes:
-    data = {
-        "collection": collection,
-        "projectId": fields.get("projectId"),
-        "repoName": fields.get("repoName"),
-        "key": key,
-        "modified": T0,
-        "deleted": False,
-        "blob": fields.get("blob"),
-        "size": fields.get("size", 0),
-        "document": document,
-    }
-    return json.dumps(data).encode() + b"\n"
 
 
 def node(path: str, digest: str, size: int) -> bytes:
