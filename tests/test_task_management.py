@@ -64,6 +64,17 @@ class TestEnabled:
         assert task.enabled is True
         assert "enabled" not in to_json(task)
 
+    def test_task_created_disabled_stays_disabled(
+        self, engine: Engine, clock: Clock, tmp_path: Path
+    ) -> None:
+        """``"enabled": false`` at creation is kept: the scheduler never starts the task."""
+        task_id = engine.create_task({**task_body(tmp_path / "store"), "enabled": False})
+        task = engine.get_task(task_id)
+        assert task.enabled is False
+        assert to_json(task)["enabled"] is False
+        assert Scheduler(engine).run_pending() == []
+        assert engine.runs(task_id) == []
+
     def test_disable_and_enable(self, engine: Engine, clock: Clock, tmp_path: Path) -> None:
         """set_enabled returns the changed task, stamped with who and when; it is stored."""
         task_id = engine.create_task(task_body(tmp_path / "store"))

@@ -120,6 +120,7 @@ class Engine:
             content=parsed.content,
             type=parsed.type,
             backup_setting=parsed.backup_setting,
+            enabled=parsed.enabled,
             id=new_task_id(now.timestamp()),
             state=TaskState.PENDING,
             created_by=who,
