@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -205,6 +206,24 @@ class TestDask:
         assert done.returncode == 0, done.stderr
         assert last_json(done.stdout)["counts"]["blobsWritten"] == BLOBS
         assert [task for task in stream.data if str(task["key"]).startswith("run_job")]
+
+
+def test_an_unreachable_scheduler_is_a_usage_error(tmp_path: Path) -> None:
+    """``--dask-scheduler`` at an address nobody listens on: exit 2 within the timeout, a
+    message naming the address, and no backup started or stored."""
+    pytest.importorskip("distributed")
+    with socket.socket() as probe:  # a port that was free a moment ago and is closed now
+        probe.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    SqliteRepository(tmp_path / "source.db").close()
+    store = tmp_path / "store"
+    args = ("backup", "-r", tmp_path / "source.db", "--store", store, "--name", "nightly",
+            "--all", "--dask-scheduler", address, "--dask-timeout", "2")  # fmt: skip
+    done = subprocess.run(cli(*args), capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert f"--dask-scheduler: cannot reach {address!r}" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not store.exists()
 
 
 # --- Resumable runs ----------------------------------------------------------------------------

@@ -152,7 +152,9 @@ def open_engine(
         repository,
         tasks=tasks,
         max_workers=args.workers,
-        executor=dask_executor(stack, getattr(args, "dask_scheduler", None)),
+        executor=dask_executor(
+            stack, getattr(args, "dask_scheduler", None), getattr(args, "dask_timeout", 30)
+        ),
         on_progress=on_progress,
         on_finish=on_finish,
         storage_options=storage_options(args),
@@ -167,11 +169,13 @@ def open_engine(
 
 #: dask retries a job whose worker died this many times; a job run twice does no harm.
 DASK_RETRIES = 3
-DASK_TIMEOUT = 30
 
 
-def dask_executor(stack: contextlib.ExitStack, address: str | None) -> Executor | None:
-    """``--dask-scheduler``: an executor on the dask.distributed cluster at *address*."""
+def dask_executor(
+    stack: contextlib.ExitStack, address: str | None, timeout: float
+) -> Executor | None:
+    """``--dask-scheduler``: an executor on the dask.distributed cluster at *address*,
+    reached within *timeout* seconds."""
     if not address:
         return None
     try:
@@ -182,7 +186,7 @@ def dask_executor(stack: contextlib.ExitStack, address: str | None) -> Executor 
         ) from None
     try:
         client = distributed.Client(  # type: ignore[no-untyped-call]
-            address, timeout=DASK_TIMEOUT, set_as_default=False
+            address, timeout=timeout, set_as_default=False
         )
     except (OSError, TimeoutError, ValueError) as exc:
         raise UsageError(f"--dask-scheduler: cannot reach {address!r}: {exc}") from None

@@ -140,6 +140,13 @@ def _repository_options() -> argparse.ArgumentParser:
         help="run the blob copies on the dask.distributed cluster whose scheduler is at "
         "ADDRESS, e.g. tcp://10.0.0.5:8786 (needs repobackup[dask]; see docs/scaling.md)",
     )
+    repository.add_argument(
+        "--dask-timeout",
+        type=positive,
+        default=30,
+        metavar="SECONDS",
+        help="how long to try reaching --dask-scheduler before giving up (default: 30)",
+    )
     return repository
 
 
