@@ -170,3 +170,30 @@ def test_serve_logs_scheduled_runs(source: Path, tmp_path: Path) -> None:
         process.communicate(timeout=60)
     assert [e["event"] for e in events] == ["start", "end"]
     assert events[1]["state"] == "FINISHED"
+
+
+def test_encrypted_task_takes_the_password_file(source: Path, tmp_path: Path) -> None:
+    """A scheduled --encrypt task runs under `scheduler --password-file`; with no passphrase
+    it fails, saying so, and writes no backup."""
+    secret = tmp_path / "password"
+    secret.write_text("correct horse battery staple\n")
+    env = {key: value for key, value in os.environ.items() if key != "REPOBACKUP_PASSWORD"}
+    sealed = ("--encrypt", "--password-file", str(secret))
+
+    due_soon(source, tmp_path / "first", "sealed", *sealed)
+    wait_due()
+    missing = subprocess.run(repobackup("scheduler", "-r", source, "--once"), capture_output=True,
+                             text=True, env=env, timeout=120, check=False)  # fmt: skip
+    assert missing.returncode == EXIT_FAILED, missing.stderr
+    assert "passphrase" in missing.stdout.splitlines()[-1]
+    assert not list((tmp_path / "first").rglob("manifest.json"))
+
+    due_soon(source, tmp_path / "second", "sealed", *sealed)
+    wait_due()
+    given = subprocess.run(repobackup("scheduler", "-r", source, "--once", "--password-file",
+                                      secret), capture_output=True, text=True, env=env,
+                           timeout=120, check=False)  # fmt: skip
+    assert given.returncode == EXIT_OK, given.stdout + given.stderr
+    assert "FINISHED" in given.stdout.splitlines()[-1]
+    checked = run("verify", "--password-file", secret, tmp_path / "second" / "sealed")
+    assert checked.returncode == EXIT_OK, checked.stdout + checked.stderr

@@ -20,6 +20,7 @@ from .exits import (
 from .opening import open_engine
 from .options import Parents
 from .output import Output
+from .passwords import add_password_option
 from .runlog import LOG_FORMATS, RunLog
 
 __all__ = ["register", "scheduling"]
@@ -68,6 +69,8 @@ def register(commands: Any, parents: Parents) -> None:
         metavar="SECONDS",
         help="how often to look for due tasks (default 5)",
     )
+    # Scheduled tasks may write encrypted backups: the passphrase for them.
+    add_password_option(command)
     command.set_defaults(handler=_scheduler)
 
 

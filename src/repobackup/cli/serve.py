@@ -18,6 +18,7 @@ from .exits import EXIT_OK, UsageError
 from .opening import open_engine
 from .options import Parents, port
 from .output import Output
+from .passwords import add_password_option
 from .runlog import LOG_FORMATS, RunLog
 
 __all__ = ["DEFAULT_PORT", "MIN_TOKEN", "TOKEN_ENV", "register"]
@@ -73,6 +74,8 @@ def register(commands: Any, parents: Parents) -> None:
         default=READ_TIMEOUT,
         help=f"seconds a client may pause while sending a request (default {READ_TIMEOUT:g})",
     )
+    # Scheduled tasks may write encrypted backups: the passphrase for them.
+    add_password_option(serve)
     serve.set_defaults(handler=_serve)
 
 
