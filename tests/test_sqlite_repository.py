@@ -790,3 +790,44 @@ def test_offsets_other_than_utc_come_back_as_same_instant(backend: SqliteReposit
     (got,) = backend.records(Scope(), "things")
     assert got.modified == moment
     assert got.modified.utcoffset() == timedelta(0)
+
+
+class TestMeasure:
+    """`measure` sizes a scope in one query; it must agree with reading every record."""
+
+    @staticmethod
+    def counted(repo: SqliteRepository, scope: Scope, since: datetime | None) -> tuple[int, ...]:
+        records = [
+            record
+            for collection in repo.collections(scope)
+            for record in repo.records(scope, collection, since=since)
+        ]
+        return (
+            len(records),
+            sum(record.blob is not None for record in records),
+            sum(len(record.key) for record in records),
+            sum(record.size for record in records),
+        )
+
+    def test_agrees_with_the_records(self, backend: SqliteRepository) -> None:
+        """Every scope kind, live and since (tombstones counted then), keys with non-ASCII
+        characters (counted in characters, as ``len`` does), blobs shared by two records."""
+        backend.put_document("user", "ädmin", {"name": "ädmin"}, modified=T0)
+        backend.put_repository("p", "r", modified=T0 - timedelta(days=1))
+        backend.put_file("p", "r", "/a/é.bin", b"x" * 300, modified=T0)
+        backend.put_file("p", "r", "/a/copy.bin", b"x" * 300, modified=T0 + timedelta(hours=1))
+        backend.put_file("p", "r", "/old.bin", b"y" * 7, modified=T0 - timedelta(days=2))
+        backend.delete_file("p", "r", "/old.bin", modified=T0 + timedelta(hours=2))
+        backend.put_repository("p", "other", modified=T0)
+        scopes = [Scope(), Scope("p"), Scope("p", "r"), Scope("p", "other"), Scope("none", "x")]
+        for scope in scopes:
+            for since in (None, T0, T0 + timedelta(hours=3)):
+                size = backend.measure(scope, since=since)
+                measured = (size.records, size.blobs, size.key_chars, size.blob_bytes)
+                assert measured == self.counted(backend, scope, since), (scope, since)
+        live = backend.measure(Scope("p", "r"))
+        assert (live.blobs, live.blob_bytes) == (2, 600)
+
+    def test_a_bad_scope_is_refused(self, backend: SqliteRepository) -> None:
+        with pytest.raises(ValueError, match="scope"):
+            backend.measure(Scope("", "r"))

@@ -16,7 +16,16 @@ import attrs
 
 from .._model.task import ConflictStrategy
 
-__all__ = ["Outcome", "Record", "Scope", "Source", "Target", "record_identity"]
+__all__ = [
+    "MeasuredSource",
+    "Outcome",
+    "Record",
+    "Scope",
+    "ScopeSize",
+    "Source",
+    "Target",
+    "record_identity",
+]
 
 
 @attrs.frozen
@@ -109,6 +118,28 @@ class Source(Protocol):
     def reopener(self) -> Callable[[], Source] | None:
         """A picklable callable that opens this same source in another process, or None
         when it cannot be reopened elsewhere (its blobs then move on threads)."""
+        ...
+
+
+@attrs.frozen
+class ScopeSize:
+    """What a backup of one scope would read: its records, the records among them that
+    carry a blob, the characters of their keys and the bytes of their blobs."""
+
+    records: int = 0
+    blobs: int = 0
+    key_chars: int = 0
+    blob_bytes: int = 0
+
+
+@runtime_checkable
+class MeasuredSource(Protocol):
+    """A `Source` that can size a scope without reading its records (the space check of a
+    backup otherwise reads every record once before the backup reads it again)."""
+
+    def measure(self, scope: Scope, *, since: datetime | None = None) -> ScopeSize:
+        """The size of what `Source.records` gives for every collection of *scope*, with
+        the same meaning of *since*."""
         ...
 
 

@@ -30,7 +30,7 @@ from .._archive.retention import RESERVED
 from .._archive.sealing import FORMAT_ENCRYPTED, Sealing, open_for_writing
 from .._archive.store import parse_partial
 from .._archive.zipwriter import ZipWriter
-from .._backends.protocols import Record, Scope, Source
+from .._backends.protocols import MeasuredSource, Record, Scope, ScopeSize, Source
 from .._model.convert import to_json
 from .._model.select import select
 from .._model.task import BackupTask, ProjectContentInfo, TaskState
@@ -136,10 +136,22 @@ def _estimate(source: Source, scopes: list[Scope], since: datetime | None) -> in
     total = 0
     for scope in scopes:
         with backend_errors(f"estimating {scope}"):
-            for collection in source.collections(scope):
-                for record in source.records(scope, collection, since=since):
-                    total += 256 + len(record.key) + record.size
+            size = _measure(source, scope, since)
+        total += 256 * size.records + size.key_chars + size.blob_bytes
     return total
+
+
+def _measure(source: Source, scope: Scope, since: datetime | None) -> ScopeSize:
+    if isinstance(source, MeasuredSource):
+        return source.measure(scope, since=since)
+    records = blobs = key_chars = blob_bytes = 0
+    for collection in source.collections(scope):
+        for record in source.records(scope, collection, since=since):
+            records += 1
+            blobs += record.blob is not None
+            key_chars += len(record.key)
+            blob_bytes += record.size
+    return ScopeSize(records, blobs, key_chars, blob_bytes)
 
 
 def default_since(
