@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from helpers import last_json
-from repobackup import Engine, SqliteRepository, TaskState
+from repobackup import Engine, MemoryRepository, SqliteRepository, TaskState
 
 COUNT, SIZE = 60, 1 << 20
 LOCAL = struct.Struct("<IHHHHHIIIHH")  # a zip local header's fixed part, as the zip spec says
@@ -255,3 +255,72 @@ class TestZipResume:
         nightly = run_cli(backup_args(source, store))
         assert nightly["counts"]["blobsReused"] > 0
         check_restores(source, nightly["location"], tmp_path)
+
+    def test_a_zip_cut_in_its_central_directory_keeps_every_blob(
+        self, world: dict[str, Any], tmp_path: Path
+    ) -> None:
+        """A run killed while committing: its manifest member and everything after it go, its
+        blobs stay and only the records are written again."""
+        source, store = copy_source(world, tmp_path), tmp_path / "store"
+        complete = Path(run_cli(backup_args(source, store))["location"])
+        with zipfile.ZipFile(complete) as archive:
+            cut = archive.start_dir + 30
+        (store / "nightly" / ".nightly.zip.resume").write_bytes(complete.read_bytes()[:cut])
+        complete.unlink()
+        summary = run_cli(backup_args(source, store))
+        assert summary["counts"]["blobsReused"] == COUNT
+        assert summary["counts"]["blobsWritten"] == 0
+        assert summary["counts"]["bytesWritten"] < 100_000
+        assert any("manifest.json" in note for note in summary["notes"]), summary["notes"]
+        check_restores(source, summary["location"], tmp_path)
+
+    def test_an_encrypted_zip_backup_does_not_resume(
+        self, world: dict[str, Any], tmp_path: Path
+    ) -> None:
+        """Its members are bound to their own backup: what a killed run left is removed and
+        the next run writes every blob."""
+        if world["kind"] != "plain":
+            pytest.skip("one kind of blobs is enough")
+        source, store = copy_source(world, tmp_path), tmp_path / "store"
+        password = tmp_path / "password"
+        password.write_text("correct horse battery staple\n")
+        args = [*backup_args(source, store), "--encrypt", "--password-file", password]
+        start_and_kill(args, store / "nightly", world["size"] * 0.6)
+        summary = run_cli(args)
+        assert summary["counts"]["blobsReused"] == 0
+        assert summary["counts"]["blobsWritten"] == COUNT
+        left = sorted(p.name for p in (store / "nightly").iterdir())
+        assert not [name for name in left if name.endswith((".resume", ".partial"))], left
+
+
+def test_a_zip_backup_that_failed_in_process_resumes(tmp_path: Path) -> None:
+    """A run that fails (here under FAST_FAIL, a blob the source cannot read) keeps its
+    partial zip; the next run, the source mended, continues it."""
+    repo = MemoryRepository()
+    repo.put_project("p1")
+    repo.put_repository("p1", "generic")
+    contents = [os.urandom(300_000) for _ in range(30)]
+    for number, data in enumerate(contents):
+        repo.put_file("p1", "generic", f"/f{number}.bin", data)
+    repo.fail_blobs.add(hashlib.sha256(contents[-1]).hexdigest())
+    engine = Engine(repo)
+    data = {"name": "n", "storeLocation": str(tmp_path / "store"),
+            "content": {"projects": [{"projectRegex": "*"}], "compression": True},
+            "backupSetting": {"errorStrategy": "FAST_FAIL"}}  # fmt: skip
+    task_id = engine.create_task(data)
+    failed = engine.execute(task_id)
+    assert failed.state is TaskState.FAILED
+    assert (tmp_path / "store" / "n" / ".n.zip.resume").is_file()
+    repo.fail_blobs.clear()
+    done = engine.execute(task_id)
+    assert done.state is TaskState.FINISHED, done.errors
+    assert done.counts.blobs_reused > 0
+    assert done.counts.blobs_reused + done.counts.blobs_written == len(contents)
+    assert done.location is not None
+    assert engine.verify(done.location).ok
+    target = MemoryRepository()
+    restorer = Engine(target)
+    restore = {"name": "r", "type": "DATA_RESTORE", "storeLocation": done.location,
+               "content": {"projects": [{"projectRegex": "*"}]}}  # fmt: skip
+    assert restorer.execute(restorer.create_task(restore)).state is TaskState.FINISHED
+    assert target.snapshot() == repo.snapshot()
