@@ -286,6 +286,11 @@ class ZipWriter:
     (unique to the run) beside its final name and given that name at commit (an exclusive
     rename on a local disk, a move elsewhere), never replacing another; `abort` discards
     an unfinished upload and removes the partial.
+
+    On a local disk a writer may continue the partial zip an interrupted run left
+    (*resume_from*): its complete blob members stay where they lie, each listed in this
+    zip's directory once `reuse` is asked for it, and the file is appended to after the
+    last one; `keep` leaves an unfinished zip for such a run instead of removing it.
     """
 
     compressed = True
@@ -352,6 +357,7 @@ class ZipWriter:
         complete blob members where they lie, cut it after the last, and append from there
         (see `scan_partial`). None, with the partial removed, when it keeps nothing."""
         kept = KeptMembers()
+        out = None
         try:
             with open(partial, "rb", buffering=CHUNK) as file:
                 end, why = scan_partial(file, os.fstat(file.fileno()).st_size, kept)
@@ -362,6 +368,8 @@ class ZipWriter:
                 out.seek(end)
         except OSError:
             kept.count = 0
+            if out is not None:
+                out.close()
         if not kept.count:
             kept.close()
             with contextlib.suppress(OSError):
