@@ -291,6 +291,12 @@ class TestZipResume:
         assert summary["counts"]["blobsWritten"] == COUNT
         left = sorted(p.name for p in (store / "nightly").iterdir())
         assert not [name for name in left if name.endswith((".resume", ".partial"))], left
+        # A plain zip's leftover, met by an encrypted run (the task changed), goes too.
+        leftover = store / "nightly" / ".nightly.zip.resume"
+        leftover.write_bytes(Path(run_cli(backup_args(source, store))["location"]).read_bytes())
+        again = run_cli(args)
+        assert again["counts"]["blobsReused"] == 0
+        assert not leftover.exists()
 
 
 def test_a_zip_backup_that_failed_in_process_resumes(tmp_path: Path) -> None:

@@ -342,6 +342,13 @@ class ZipWriter:
             out = None
             if resume_from is not None and self._local and sealing is None:
                 out = self._resume(resume_from)
+            elif resume_from is not None and self._local:
+                # Encrypted members are bound to their own backup: none can be kept.
+                with contextlib.suppress(OSError):
+                    os.remove(resume_from)
+                self.resume_notes.append(
+                    "an interrupted run's zip cannot be continued by an encrypted backup; removed"
+                )
             self._out: IO[bytes] = out if out is not None else self.store.open(self._target, "wb")
         # The central directory grows with the member count: it waits on disk past a size.
         self._central: IO[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115

@@ -357,14 +357,13 @@ def _open_writer(
     if not task.content.compression and sealing is None:
         leftover = find_leftover(plan.fs, plan.task_dir, task.name, not_named=plan.name)
     if task.content.compression:
-        partial = None if sealing else find_zip_leftover(plan.fs, plan.task_dir, task.name)
         zipped = ZipWriter(
             plan.fs,
             plan.path,
             plan.location,
             workers=context.workers(plan.fs),
             sealing=sealing,
-            resume_from=partial,
+            resume_from=find_zip_leftover(plan.fs, plan.task_dir, task.name),
         )
         # A zip continued is this run's own partial now: nothing is left to discard.
         return zipped, zipped.resumed_from, zipped.resumed_from is not None
