@@ -12,7 +12,9 @@ import stat
 import struct
 import threading
 import zlib
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from typing import IO, Any
 
 import fsspec
@@ -49,6 +51,11 @@ __all__ = ["ZipReader"]
 
 CENTRAL_MEMORY = 4 * 1024 * 1024
 MAX_PROBLEMS = 100
+# Off a local disk every read is a request whose latency dwarfs its bytes: members are read
+# through a few shared blocks of this size (memory: BLOCKS_KEPT of them, plus one being
+# fetched per reading thread).
+BLOCK = 16 * 1024 * 1024
+BLOCKS_KEPT = 2
 
 
 class _Entry:
@@ -64,7 +71,9 @@ class _Entry:
 
 
 class ZipReader:
-    """A backup zip on any fsspec store, read by ranges so that threads can share it.
+    """A backup zip on any fsspec store, read by ranges so that threads can share it: on a
+    local disk with `os.pread`, elsewhere through shared blocks of `BLOCK` bytes (one request
+    per block, not per chunk of each member).
 
     Opening indexes the central directory into a temporary SQLite table (memory stays flat
     with millions of members) and checks every entry. A structurally broken zip (truncated,
@@ -92,8 +101,11 @@ class ZipReader:
         # Rows go in unindexed and in batches; duplicates are found and the index built once
         # the whole directory is in.
         self._db.execute("CREATE TABLE members (name TEXT, offset INT, size INT, crc INT)")
+        self._blocks: _Blocks | None = None
         try:
             self._index()
+            if self._fd is None:
+                self._blocks = _Blocks(self._read_block, self._data_end)
             for member, message in self.problems:
                 if member == MANIFEST:
                     raise ArchiveError(f"{location}: {message}")
@@ -136,7 +148,7 @@ class ZipReader:
         want = min(
             self._data_end, header_end + len(entry.name.encode()) + 512 + min(entry.size, CHUNK)
         )
-        head = self._range(entry.offset, want, member)
+        head = self._data(entry.offset, want, member)
         if len(head) < LOCAL.size:
             raise ArchiveError(f"{self.location}: member {member}: local header is cut short")
         sig, _, flags, method, _, _, _, _, _, name_len, extra_len = LOCAL.unpack_from(head)
@@ -182,6 +194,18 @@ class ZipReader:
                 return os.pread(fd, max(0, end - start), start)
         with store_errors(what):
             return self.store.read_range(self.path, start, end, what=what)
+
+    def _data(self, start: int, end: int, member: str) -> bytes:
+        """Bytes *start* to *end* of the members' part of the zip: through the shared
+        blocks off a local disk, else read as asked."""
+        if self._blocks is None:
+            return self._range(start, end, member)
+        what = f"reading {member} of {self.location}"
+        with store_errors(what):
+            return self._blocks.read(start, end)
+
+    def _read_block(self, start: int, end: int) -> bytes:
+        return self.store.read_range(self.path, start, end, what=f"reading {self.location}")
 
     @property
     def problems(self) -> list[tuple[str, str]]:
@@ -384,6 +408,62 @@ def _zip64_values(extra: bytes, size: int, packed_size: int, offset: int) -> tup
     return size, packed_size, offset
 
 
+class _Blocks:
+    """The first *length* bytes of a file, read in aligned blocks of `BLOCK` bytes that the
+    threads reading it share; the `BLOCKS_KEPT` used last stay. A block wanted by several
+    threads at once is fetched once."""
+
+    def __init__(self, fetch: Callable[[int, int], bytes], length: int) -> None:
+        self._fetch = fetch
+        self._length = length
+        self._lock = threading.Lock()
+        self._kept: OrderedDict[int, bytes] = OrderedDict()
+        self._loading: dict[int, Future[bytes]] = {}
+
+    def read(self, start: int, end: int) -> bytes:
+        """Bytes *start* to *end* (fewer past the length)."""
+        end = min(end, self._length)
+        pieces = []
+        while start < end:
+            index = start // BLOCK
+            block = self._block(index)
+            at = start - index * BLOCK
+            piece = block[at : at + end - start]
+            if not piece:
+                break  # the file is shorter than its directory says: the caller tells
+            pieces.append(piece)
+            start += len(piece)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def _block(self, index: int) -> bytes:
+        with self._lock:
+            block = self._kept.get(index)
+            if block is not None:
+                self._kept.move_to_end(index)
+                return block
+            pending = self._loading.get(index)
+            fetching = pending is None
+            if pending is None:
+                pending = self._loading[index] = Future()
+        if not fetching:
+            return pending.result()
+        try:
+            start = index * BLOCK
+            block = self._fetch(start, min(self._length, start + BLOCK))
+        except BaseException as exc:
+            with self._lock:
+                del self._loading[index]
+            pending.set_exception(exc)
+            raise
+        with self._lock:
+            del self._loading[index]
+            self._kept[index] = block
+            while len(self._kept) > BLOCKS_KEPT:
+                self._kept.popitem(last=False)
+        pending.set_result(block)
+        return block
+
+
 class _MemberStream(io.RawIOBase):
     """The stored bytes of one member, fetched by range; a CRC-32 mismatch at the end raises."""
 
@@ -409,7 +489,7 @@ class _MemberStream(io.RawIOBase):
             data = self._prefix[self._position : self._position + wanted]
         else:
             at = self._start + self._position
-            data = self._reader._range(at, at + wanted, entry.name)
+            data = self._reader._data(at, at + wanted, entry.name)
             if not data:
                 raise ArchiveError(
                     f"{self._reader.location}: member {entry.name} is cut short: "

@@ -58,6 +58,7 @@ from .zipformat import (
     ZIP64_EXTRA,
     ZIP64_LIMIT,
 )
+from .zipscan import KeptMembers, scan_partial
 
 __all__ = ["ZipWriter", "not_worth_trying", "worth_compressing"]
 
@@ -285,6 +286,11 @@ class ZipWriter:
     (unique to the run) beside its final name and given that name at commit (an exclusive
     rename on a local disk, a move elsewhere), never replacing another; `abort` discards
     an unfinished upload and removes the partial.
+
+    On a local disk a writer may continue the partial zip an interrupted run left
+    (*resume_from*): its complete blob members stay where they lie, each listed in this
+    zip's directory once `reuse` is asked for it, and the file is appended to after the
+    last one; `keep` leaves an unfinished zip for such a run instead of removing it.
     """
 
     compressed = True
@@ -299,6 +305,7 @@ class ZipWriter:
         level: int = LEVEL,
         force_zip64: bool = False,
         sealing: Sealing | None = None,
+        resume_from: str | None = None,
     ) -> None:
         self.fs = fs
         self.location = location
@@ -323,11 +330,26 @@ class ZipWriter:
         self._committed = False
         self._compressors = threading.local()
         self.store = Store(fs)
+        self._kept: KeptMembers | None = None
+        #: The interrupted run's partial zip this one continues, or None.
+        self.resumed_from: str | None = None
+        #: What resuming found: the blob members kept and why the rest was dropped.
+        self.resume_notes: list[str] = []
         with store_errors(f"creating {location}"):
             if self.store.exists(path):
                 raise FileExistsError(f"{location} already exists")
             self.store.makedirs(parent)
-            self._out: IO[bytes] = self.store.open(self._target, "wb")
+            out = None
+            if resume_from is not None and self._local and sealing is None:
+                out = self._resume(resume_from)
+            elif resume_from is not None and self._local:
+                # Encrypted members are bound to their own backup: none can be kept.
+                with contextlib.suppress(OSError):
+                    os.remove(resume_from)
+                self.resume_notes.append(
+                    "an interrupted run's zip cannot be continued by an encrypted backup; removed"
+                )
+            self._out: IO[bytes] = out if out is not None else self.store.open(self._target, "wb")
         # The central directory grows with the member count: it waits on disk past a size.
         self._central: IO[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115
             max_size=CENTRAL_MEMORY
@@ -336,6 +358,76 @@ class ZipWriter:
         for key_file in sealing.key_files if sealing is not None else ():
             # The key file copies are the members stored in clear (docs/format.md).
             self._plain_member(f"{KEYS}/{key_file.file_name}", key_file.to_json())
+
+    def _resume(self, partial: str) -> IO[bytes] | None:
+        """Continue the interrupted run's local *partial* zip as this one's: keep its
+        complete blob members where they lie, cut it after the last, and append from there
+        (see `scan_partial`). None, with the partial removed, when it keeps nothing."""
+        kept = KeptMembers()
+        out = None
+        try:
+            with open(partial, "rb", buffering=CHUNK) as file:
+                end, why = scan_partial(file, os.fstat(file.fileno()).st_size, kept)
+            if kept.count:
+                os.rename(partial, self._target)  # this run's partial now: nothing copied
+                out = open(self._target, "r+b")  # noqa: SIM115 (closed at commit or abort)
+                out.truncate(end)
+                out.seek(end)
+        except OSError:
+            kept.count = 0
+            if out is not None:
+                out.close()
+        if not kept.count:
+            kept.close()
+            with contextlib.suppress(OSError):
+                os.remove(partial)
+            self.resume_notes.append(
+                "an interrupted run's zip held no complete blob member to keep; removed"
+            )
+            return None
+        self._kept, self._offset, self.resumed_from = kept, end, partial
+        self.resume_notes.append(
+            f"an interrupted run's zip held {kept.count} complete blob members "
+            f"({kept.bytes} bytes, CRC-32 checked); kept in place"
+            + (f"; the rest was dropped: {why}" if why else "")
+        )
+        return out
+
+    def reuse(self, sha256: str) -> bool:
+        """Whether the blob *sha256* is a member the interrupted run this zip resumes had
+        completed: then it is this backup's member where it lies, and nothing is written.
+        Only blobs this run asks for are listed in its central directory."""
+        kept = self._kept
+        if kept is None or not SHA256.match(sha256):
+            return False
+        with self._lock:
+            self._check_open()
+            found = kept.take(sha256)
+            if found is None or not self._names.add(found.name):
+                return False
+            stored = _Stored(
+                found.name.encode(), found.crc, found.size, found.offset, found.stamp, found.zip64
+            )
+            self._central.write(stored.central_entry())
+            self._count += 1
+        return True
+
+    def keep(self, path: str) -> bool:
+        """Instead of `abort`: close the unfinished local zip as it is and move it to
+        *path*, for the next run to resume from; False (nothing done) when it cannot be:
+        committed, encrypted or not on a local disk."""
+        with self._lock:
+            if self._committed or not self._local or self.sealing is not None:
+                return False
+            self._broken = "the backup was aborted"
+        try:
+            self._out.close()
+            os.replace(self._target, path)
+        except OSError:
+            return False
+        finally:
+            self._cleanup()
+        return True
 
     def _plain_member(self, member: str, data: bytes) -> None:
         self._reserve(member)
@@ -570,7 +662,10 @@ class ZipWriter:
         self._offset += len(data)
 
     def _cleanup(self) -> None:
-        for close in (self._central.close, self._names.close):
+        kept = self._kept.close if self._kept is not None else None
+        for close in (self._central.close, self._names.close, kept):
+            if close is None:
+                continue
             with contextlib.suppress(Exception):
                 close()
 

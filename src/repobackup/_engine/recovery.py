@@ -20,7 +20,7 @@ from fsspec.implementations.local import LocalFileSystem
 from .._archive.layout import STAMP_FORMAT, task_folder
 from .._archive.retention import abort_uploads, remove_leftovers
 from .._model.task import BackupTask, ExecutionStrategy, RunError, RunSummary, TaskState, TaskType
-from .._pipeline.resume import find_leftover, keep_for_resume
+from .._pipeline.resume import find_leftover, keep_for_resume, keep_zip_for_resume
 from .._tasks.store import TaskStore
 from ..exceptions import TaskNotFoundError
 
@@ -102,10 +102,14 @@ class Recovery:
         try:
             fs, folder = task_folder(task.store_location, task.name, self.storage_options)
             kept = None
-            if not task.content.compression and not task.content.encryption:
+            stamp = started.astimezone(self.tz).strftime(STAMP_FORMAT)
+            if task.content.compression and not task.content.encryption:
+                # A zip on a local disk waits for the next run to continue it (an encrypted
+                # one's members are bound to their own backup: it goes).
+                kept = keep_zip_for_resume(fs, folder, task.name, since=stamp)
+            elif not task.content.compression and not task.content.encryption:
                 # A folder backup's blobs are kept for the next run to resume from (an
-                # encrypted one's are bound to their own backup: they go like a zip's).
-                stamp = started.astimezone(self.tz).strftime(STAMP_FORMAT)
+                # encrypted one's are bound to their own backup: they go).
                 if isinstance(fs, LocalFileSystem):
                     kept = keep_for_resume(fs, folder, task.name, since=stamp)
                 elif find_leftover(fs, folder, task.name) is not None:

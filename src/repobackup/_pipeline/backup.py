@@ -38,7 +38,15 @@ from .._version import __version__
 from ..exceptions import InsufficientSpaceError, RepoBackupError, backend_errors
 from .blobs import BlobPump, BlobTransfer, SeenBlobs
 from .context import RunContext
-from .resume import adopt, discard_leftover, find_leftover, keep_for_resume, prune
+from .resume import (
+    adopt,
+    discard_leftover,
+    find_leftover,
+    find_zip_leftover,
+    keep_for_resume,
+    prune,
+    resume_zip,
+)
 from .tally import ErrorScope, Phase, RunState
 
 __all__ = ["absent_ids", "backup_name", "default_since", "file_of", "record_key", "run_backup"]
@@ -310,8 +318,7 @@ def _write(
         run.progress(Phase.BLOBS, force=True)
         pump.drain()
         run.progress(Phase.COMMIT, force=True)
-        if adopted:
-            assert isinstance(writer, FolderWriter)
+        if adopted and isinstance(writer, FolderWriter):
             prune(writer.root, seen.__contains__)
         manifest = _manifest(
             context,
@@ -340,6 +347,8 @@ def _write(
     finally:
         transfer.shutdown()
         seen.close()
+    if isinstance(writer, ZipWriter):
+        run.notes.extend(writer.resume_notes)
     if leftover is not None:
         run.notes.append(
             f"resumed an interrupted run: {pump.resumed} blobs it had stored were checked "
@@ -352,23 +361,25 @@ def _write(
 def _open_writer(
     context: RunContext, task: BackupTask, plan: _Plan, sealing: Sealing | None
 ) -> tuple[BackupWriter, str | None, bool]:
-    """The backup's writer, the interrupted run's folder it resumes from (if any), and
-    whether it adopted that folder. An encrypted backup resumes from none: its members are
+    """The backup's writer, the interrupted run's folder or zip it resumes from (if any),
+    and whether it adopted it. An encrypted backup resumes from none: its members are
     bound to their own backup's id, so an interrupted run's blobs cannot be reused."""
     writer: BackupWriter
     leftover = None
     if not task.content.compression and sealing is None:
         leftover = find_leftover(plan.fs, plan.task_dir, task.name, not_named=plan.name)
     if task.content.compression:
-        writer = ZipWriter(
+        zipped = ZipWriter(
             plan.fs,
             plan.path,
             plan.location,
             workers=context.workers(plan.fs),
             sealing=sealing,
+            resume_from=find_zip_leftover(plan.fs, plan.task_dir, task.name),
         )
-    else:
-        writer = FolderWriter(plan.fs, plan.path, plan.location, sealing=sealing)
+        # A zip continued is this run's own partial now: nothing is left to discard.
+        return zipped, zipped.resumed_from, zipped.resumed_from is not None
+    writer = FolderWriter(plan.fs, plan.path, plan.location, sealing=sealing)
     adopted = leftover is not None and _adopt(writer, plan, leftover)
     if adopted:
         assert isinstance(writer, FolderWriter)
@@ -391,7 +402,11 @@ def _adopt(writer: BackupWriter, plan: _Plan, leftover: str) -> bool:
 def _abort(writer: BackupWriter, plan: _Plan, task: BackupTask) -> None:
     """Discard a failed backup, keeping the blobs a folder backup stored for the next run
     to resume from (see `keep_for_resume`)."""
-    # An encrypted folder is never resumed from (see `_open_writer`): nothing to keep.
+    # An encrypted backup is never resumed from (see `_open_writer`): nothing to keep.
+    if isinstance(writer, ZipWriter):
+        with contextlib.suppress(Exception):
+            if writer.keep(resume_zip(plan.task_dir, task.name)):
+                return
     if isinstance(writer, FolderWriter) and writer.sealing is None:
         with contextlib.suppress(Exception):
             if keep_for_resume(plan.fs, plan.task_dir, task.name, writer.root) is not None:

@@ -88,6 +88,11 @@ class BlobPump:
 
     def add(self, sha256: str, size: int) -> None:
         """Copy the blob *sha256*, of *size* bytes as its record says, into the backup."""
+        if self.transfer.reuse(sha256):
+            self.resumed += 1
+            self.resumed_bytes += size
+            self.run.add(blobs_reused=1)
+            return
         self._sizes[sha256] = size
         if group := self._small.add(sha256, size):
             self._submit(group)
@@ -229,6 +234,11 @@ class BlobTransfer:
             fs.makedirs(folder, exist_ok=True)
         self._spool_dir = folder
         return fs, folder
+
+    def reuse(self, sha256: str) -> bool:
+        """Whether the zip this run continues holds the blob already (see `ZipWriter.reuse`):
+        nothing to copy."""
+        return isinstance(self.writer, ZipWriter) and self.writer.reuse(sha256)
 
     def submit(self, shas: tuple[tuple[str, int], ...]) -> Future[Any]:
         folder = None

@@ -1,6 +1,6 @@
-"""Resumable folder backups: where an interrupted run's blobs wait for the next run.
+"""Resumable backups: where an interrupted run's blobs wait for the next run.
 
-On a local disk they wait in ``.<task>.resume``; on an object store in the run's own folder.
+On a local disk in ``.<task>.resume`` (folder) or ``.<task>.zip.resume``; elsewhere in place.
 """
 
 from __future__ import annotations
@@ -25,8 +25,11 @@ __all__ = [
     "discard_leftover",
     "prune",
     "find_leftover",
+    "find_zip_leftover",
     "keep_for_resume",
+    "keep_zip_for_resume",
     "resume_folder",
+    "resume_zip",
     "wait_for_cleanups",
 ]
 
@@ -73,6 +76,44 @@ def keep_for_resume(
         store.remove(keep, recursive=True)
     store.move(root, keep)
     return f"{posixpath.basename(root)}, now {posixpath.basename(keep)}"
+
+
+def resume_zip(task_dir: str, task_name: str) -> str:
+    """Where the partial zip of an interrupted zip backup waits, on a local disk."""
+    return posixpath.join(task_dir.rstrip("/"), f".{task_name}.zip.resume")
+
+
+def keep_zip_for_resume(fs: Any, task_dir: str, task_name: str, *, since: str = "") -> str | None:
+    """Keep the partial zip a dead run of *task_name* left on a local disk (the newest one
+    stamped *since* or later) for the next run to resume from; return what was kept and
+    where it went, or None. Elsewhere nothing is kept: the zip of an upload cut short is
+    not there to read (docs/scaling.md)."""
+    if not isinstance(fs, LocalFileSystem):
+        return None
+    partials = sorted(
+        entry
+        for entry in list_names(fs, task_dir)
+        if (final := parse_partial(entry)) is not None
+        and (match := BACKUP_NAME.match(final)) is not None
+        and match["name"] == task_name
+        and match["zip"]
+        and final >= f"{task_name}-{since}"
+        and os.path.isfile(posixpath.join(task_dir, entry))
+    )
+    if not partials:
+        return None
+    keep = resume_zip(task_dir, task_name)
+    os.replace(posixpath.join(task_dir, partials[-1]), keep)
+    return f"{partials[-1]}, now {posixpath.basename(keep)}"
+
+
+def find_zip_leftover(fs: Any, task_dir: str, task_name: str) -> str | None:
+    """The partial zip of an interrupted backup of *task_name* a new zip backup may
+    continue: on a local disk only."""
+    if not isinstance(fs, LocalFileSystem):
+        return None
+    keep = resume_zip(task_dir, task_name)
+    return keep if os.path.isfile(keep) else None
 
 
 DONE = ".done-"
