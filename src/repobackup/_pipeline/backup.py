@@ -131,14 +131,19 @@ def _matched_anything(source: Source, task: BackupTask) -> bool:
     return False
 
 
-def _estimate(source: Source, scopes: list[Scope], since: datetime | None) -> int:
-    """An upper bound of the bytes a backup writes: document lines plus blob sizes."""
-    total = 0
+def _estimate(source: Source, scopes: list[Scope], since: datetime | None, run: RunState) -> int:
+    """An upper bound of the bytes a backup writes: document lines plus blob sizes. The
+    files (records with a blob) and their bytes become the totals of the run's progress."""
+    total = files = blob_bytes = 0
     for scope in scopes:
         with backend_errors(f"estimating {scope}"):
             for collection in source.collections(scope):
                 for record in source.records(scope, collection, since=since):
                     total += 256 + len(record.key) + record.size
+                    if record.blob is not None and not record.deleted:
+                        files += 1
+                        blob_bytes += record.size
+    run.total_files, run.total_bytes = files, blob_bytes
     return total
 
 
@@ -242,8 +247,7 @@ def _make_private(path: str) -> None:
 
 def _check_space(context: RunContext, task: BackupTask, run: RunState, plan: _Plan) -> None:
     run.progress(Phase.ESTIMATE, force=True)
-    needed = _estimate(context.source, plan.scopes, plan.since)
-    run.total_bytes = needed
+    needed = _estimate(context.source, plan.scopes, plan.since, run)
     available = free_space(plan.fs, plan.task_dir)
     if available is None:
         run.notes.append(
@@ -501,7 +505,7 @@ def _backup_lines(
                     run.note_blob(record.blob, file_of(record))
                     pump.add(record.blob, record.size)
                 else:
-                    run.add(blobs_reused=1)
+                    run.add(blobs_reused=1, bytes_reused=record.size)
             run.add(records_written=1)
             yield line
 
