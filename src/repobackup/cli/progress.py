@@ -87,7 +87,7 @@ def rich_progress(
     console = Console(file=stream, highlight=False, markup=False, emoji=False)
     bar = Bar(
         SpinnerColumn(finished_text="✓"),
-        TextColumn("{task.description:<14}"),
+        TextColumn("{task.description:<17}"),
         BarColumn(bar_width=24),
         DownloadColumn(binary_units=True),
         _binary_speed_column(),
