@@ -230,6 +230,8 @@ class RunState:
             self.check_cancelled()
         if self._meter.due(force=force):
             self._meter.send(self.snapshot())
+            if self.phase is not Phase.DONE:
+                self.check_cancelled()  # the callback itself may have asked
 
     def snapshot(self) -> Progress:
         """The progress event for where the run is now."""
