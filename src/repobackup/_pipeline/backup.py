@@ -139,6 +139,7 @@ def _estimate(source: Source, scopes: list[Scope], since: datetime | None, run: 
         with backend_errors(f"estimating {scope}"):
             for collection in source.collections(scope):
                 for record in source.records(scope, collection, since=since):
+                    run.check_cancelled()
                     total += 256 + len(record.key) + record.size
                     if record.blob is not None and not record.deleted:
                         files += 1
