@@ -98,7 +98,7 @@ class Engine:
         self.user = user
         self.on_finish = on_finish
         #: Called in the run's thread as each run starts, with the task and how the run was
-        #: started (`MANUAL` or `SCHEDULE`), before any progress event and before its end.
+        #: started (`MANUAL`, `SCHEDULE` or `API`), before any progress event and its end.
         self.on_start = on_start
         #: Seconds between two heartbeats of a run this engine holds.
         self.heartbeat_seconds = heartbeat_seconds
@@ -348,8 +348,8 @@ class Engine:
         )
         location: str | None = None
         state = TaskState.FAILED
-        self._started(task, trigger)
         try:
+            self._started(task, trigger)
             run.check_cancelled()  # cancelled while it waited for a thread
             with passphrase_scope(self.passphrase):
                 if task.type is TaskType.DATA_RESTORE:
