@@ -172,3 +172,27 @@ def test_a_run_that_cannot_stop_is_left_to_recovery(large: Path, tmp_path: Path)
     assert "ended its earlier run, whose process is gone" in again.stderr
     assert not [p for p in store.rglob("*") if p.name.endswith(".partial")]
     assert len(_looks_complete(store)) == 1
+
+
+def test_serve_cancels_its_runs_on_sigterm(large: Path, tmp_path: Path) -> None:
+    """serve stops as the scheduler does: the run its scheduler started is cancelled and
+    ends FAILED, and serve exits 0 once it has ended."""
+    store, tasks_db = tmp_path / "store", tmp_path / "tasks.sqlite"
+    task_id = _due_task(large, store, tasks_db)
+    process = subprocess.Popen(
+        _cli("serve", "-r", large, "--tasks-db", tasks_db, "--port", "0", "--log-format", "json",
+             "--workers", "1"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    assert process.stdout.readline().startswith("serving http://127.0.0.1:")
+    start = json.loads(process.stdout.readline())
+    assert (start["event"], start["taskId"], start["trigger"]) == ("start", task_id, "schedule")
+    time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == EXIT_OK, err
+    (end,) = [e for e in map(json.loads, out.splitlines()) if e["event"] == "end"]
+    assert end["state"] == "FAILED"
+    assert end["firstError"].startswith("cancelled (serve was stopped by SIGTERM)")
+    assert not _looks_complete(store)

@@ -134,7 +134,15 @@ def _scheduler(args: argparse.Namespace, out: Output) -> int:
     return code
 
 
-def stop_runs(log: RunLog, engine: Any, signal_name: str, code: int, timeout: float) -> int:
+def stop_runs(
+    log: RunLog,
+    engine: Any,
+    signal_name: str,
+    code: int,
+    timeout: float,
+    *,
+    who: str = "the scheduler",
+) -> int:
     """SIGTERM or Ctrl-C: start nothing more, cancel the runs under way and wait for them to
     end (at most *timeout* seconds; each writes its end line, FAILED), then return *code*.
 
@@ -149,7 +157,7 @@ def stop_runs(log: RunLog, engine: Any, signal_name: str, code: int, timeout: fl
     previous = _exit_on_signal(log, code)
     try:
         ended = engine.close(
-            cancel=True, reason=f"the scheduler was stopped by {signal_name}", timeout=timeout
+            cancel=True, reason=f"{who} was stopped by {signal_name}", timeout=timeout
         )
         if not ended:
             _exit_now(log, code, f"runs still under way after {timeout:g}s")

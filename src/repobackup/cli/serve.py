@@ -193,7 +193,7 @@ def _serve(args: argparse.Namespace, out: Output) -> int:
         scheduler.stop()
         if stopped_by is not None:
             # As `scheduler` does: the runs under way are cancelled, and end FAILED.
-            stop_runs(log, engine, stopped_by, EXIT_OK, STOP_TIMEOUT)
+            stop_runs(log, engine, stopped_by, EXIT_OK, STOP_TIMEOUT, who="serve")
     return EXIT_OK
 
 
