@@ -107,11 +107,14 @@ def rich_progress(
     def update(event: Progress) -> None:
         phase = _PHASES.get(event.phase, event.phase)
         last[:] = [event]
+        total = event.total_bytes
+        if total is not None and phase != "done" and event.bytes >= total:
+            total = event.bytes + 1  # still at work (committing): no ✓ before the end
         bar.update(
             job,
             description=f"{what} {phase}" if phase != "done" else f"{what} done",
             completed=event.bytes,
-            total=event.total_bytes,
+            total=total,
             files=files_text(event),
         )
 
