@@ -50,8 +50,8 @@ def test_json_streams_status_then_summary(
 
 
 def test_bar_on_a_terminal_ends_clean(source: Path, tmp_path: Path) -> None:
-    """On a terminal (a pty) the bar counts in MiB and ends as a done line with the total,
-    and the running note stays whole on its own line."""
+    """On a terminal (a pty) the bar counts in MiB and files and ends as a done line with
+    the totals, and the running note stays whole on its own line."""
     pytest.importorskip("rich")
     leader, follower = pty.openpty()
     process = subprocess.Popen(
@@ -80,6 +80,47 @@ def test_bar_on_a_terminal_ends_clean(source: Path, tmp_path: Path) -> None:
     last = lines[-1]
     assert "backup done" in last
     assert "1.9/1.9 MiB" in last
-    assert "32 records" in last
+    assert "30/30 files" in last
     assert "MB" not in screen.replace("MiB", "")
     assert "run summary" in out
+
+
+def _status_and_summary(out: str) -> tuple[list[dict[str, object]], dict[str, object]]:
+    *status, summary = [json.loads(line) for line in out.splitlines()]
+    assert {line["messageType"] for line in status} == {"status"}
+    assert summary["messageType"] == "summary"
+    return status, summary
+
+
+def test_json_status_counts_files_against_totals(
+    source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--json status lines follow restic's status message: files and bytes done against
+    their totals (a backup's from its sizing, a restore's and a verify's from the manifest),
+    the fraction done and the seconds taken; verify's last line is its report."""
+    store = tmp_path / "s"
+    assert main(["backup", "-r", str(source), "--store", str(store), "--name", "n", "--all",
+                 "--json"]) == EXIT_OK  # fmt: skip
+    status, summary = _status_and_summary(capsys.readouterr().out)
+    sized = [line for line in status if "totalFiles" in line]
+    assert sized
+    assert {(line["totalFiles"], line["totalBytes"]) for line in sized} == {(30, 30 * 64 * 1024)}
+    assert (status[-1]["filesDone"], status[-1]["percentDone"]) == (30, 1.0)
+    assert all(isinstance(line["secondsElapsed"], float) for line in status)
+    location = str(summary["location"])
+
+    assert main(["restore", "-r", str(tmp_path / "copy.db"), "--store", location, "--all",
+                 "--json"]) == EXIT_OK  # fmt: skip
+    status, summary = _status_and_summary(capsys.readouterr().out)
+    assert summary["state"] == "FINISHED"
+    assert {(line["totalFiles"], line["totalBytes"]) for line in status} == {(30, 30 * 64 * 1024)}
+    assert status[-1]["filesDone"] == 30
+
+    assert main(["verify", location, "--json"]) == EXIT_OK
+    status, report = _status_and_summary(capsys.readouterr().out)
+    assert report["ok"] is True
+    assert all("taskId" not in line for line in status)
+    assert {(line["totalFiles"], line["totalBytes"]) for line in status} == {(30, 30 * 64 * 1024)}
+    last = status[-1]
+    assert (last["phase"], last["filesDone"], last["bytesDone"]) == ("done", 30, 30 * 64 * 1024)
+    assert last["recordsDone"] == report["records"]

@@ -12,7 +12,7 @@ import re
 import sqlite3
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import tzinfo
 from typing import IO, Any
@@ -21,6 +21,7 @@ import attrs
 import zstandard
 
 from .._backends.protocols import Scope
+from .._model.progress import Phase, Progress, ProgressMeter
 from .._model.times import parse_datetime
 from ..exceptions import ArchiveError, RepoBackupError, store_errors
 from .bkrepo_reader import UNMARKED, BkrepoReader
@@ -44,7 +45,7 @@ from .problems import Bounded
 from .sealing import is_key_member, sealing_of
 from .store import retrying
 
-__all__ = ["VerifyProblem", "VerifyReport", "check_records_member", "verify"]
+__all__ = ["VerifyProblem", "VerifyReport", "blob_totals", "check_records_member", "verify"]
 
 MAX_PROBLEMS = 1000
 # A longer record line is an error, not a reason to run out of memory: 16 MiB is the largest
@@ -92,6 +93,7 @@ def verify(
     *,
     max_workers: int = 4,
     zone: tzinfo | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
 ) -> VerifyReport:
     """Check the backup at *location* without restoring it.
 
@@ -107,8 +109,11 @@ def verify(
     is checked line by line and blob by blob: every line that does not parse, every entry
     refused, every blob that does not match its sha256 name or is missing is a problem. It
     has no completeness marker: a sound one is ``ok`` with a note saying so.
+
+    *on_progress* receives `Progress` events (task id None): records and blobs checked and
+    the blob bytes read, against the blobs and bytes the manifests count.
     """
-    tally = _Tally()
+    tally = _Tally(on_progress)
     try:
         chain = open_backup_chain(location, storage_options, zone=zone)
     except ArchiveError as exc:
@@ -116,9 +121,10 @@ def verify(
         return tally.report(location, ())
     if isinstance(chain[-1], BkrepoReader):
         try:
-            return _verify_bkrepo(location, chain[-1])
+            return _verify_bkrepo(location, chain[-1], tally)
         finally:
             chain[-1].close()
+    tally.totals = blob_totals(reader.manifest for reader in chain)
     try:
         if chain[-1].location != location:
             _newer_backups(location, storage_options, chain[-1].location, tally)
@@ -133,8 +139,24 @@ def verify(
     return tally.report(location, tuple(reader.location for reader in chain))
 
 
-def _verify_bkrepo(location: str, reader: BkrepoReader) -> VerifyReport:
-    tally = _Tally()
+def blob_totals(manifests: Iterable[Mapping[str, Any]]) -> tuple[int | None, int | None]:
+    """The bytes and the number of blobs the backups of *manifests* hold, as the manifests
+    count them (None, None when one does not say): what a restore or a verify reads."""
+    size = count = 0
+    for manifest in manifests:
+        blobs = manifest.get("blobs")
+        figures = [blobs.get(name) if isinstance(blobs, dict) else None for name in _TOTALS]
+        counted = [n for n in figures if isinstance(n, int) and not isinstance(n, bool) and n >= 0]
+        if len(counted) != len(_TOTALS):
+            return None, None
+        size, count = size + counted[0], count + counted[1]
+    return size, count
+
+
+_TOTALS = ("bytes", "count")
+
+
+def _verify_bkrepo(location: str, reader: BkrepoReader, tally: _Tally) -> VerifyReport:
     found = reader.backup.verify()
     for problem in found.problems:
         if problem.kind != "unmarked":
@@ -171,26 +193,46 @@ def _newer_backups(
 
 
 class _Tally:
-    """Problems and counts, shared by the checking threads."""
+    """Problems and counts, shared by the checking threads, and the progress events."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_progress: Callable[[Progress], None] | None = None) -> None:
         self._lock = threading.Lock()
         self._problems: Bounded[VerifyProblem] = Bounded(MAX_PROBLEMS)
         self.members = 0
         self.records = 0
         self.blobs = 0
+        self.blob_bytes = 0
+        self.phase = Phase.RECORDS
+        self.totals: tuple[int | None, int | None] = (None, None)
+        self._meter = ProgressMeter(on_progress)
 
     def problem(self, backup: str, member: str, message: str) -> None:
         with self._lock:
             self._problems.add(VerifyProblem(member, message, backup))
 
-    def add(self, *, members: int = 0, records: int = 0, blobs: int = 0) -> None:
+    def add(
+        self, *, members: int = 0, records: int = 0, blobs: int = 0, blob_bytes: int = 0
+    ) -> None:
         with self._lock:
             self.members += members
             self.records += records
             self.blobs += blobs
+            self.blob_bytes += blob_bytes
+        self.progress()
+
+    def progress(self, phase: Phase | None = None) -> None:
+        """A progress event (at once when *phase* begins, else at most every 0.25 s)."""
+        if phase is not None:
+            self.phase = phase
+        if not self._meter.due(force=phase is not None):
+            return
+        with self._lock:
+            records, blobs, done = self.records, self.blobs, self.blob_bytes
+        size, count = self.totals
+        self._meter.send(Progress(None, self.phase, records, done, size, blobs, count))
 
     def report(self, location: str, backups: tuple[str, ...]) -> VerifyReport:
+        self.progress(Phase.DONE)
         return VerifyReport(
             ok=not self._problems and not self._problems.dropped,
             location=location,
@@ -328,6 +370,7 @@ class _BackupCheck:
 
     def _run(self) -> None:
         reader = self.reader
+        self.tally.progress(Phase.RECORDS)
         for member, message in getattr(reader, "problems", ()):
             self.problem(member, message)
         dropped = getattr(reader, "problems_dropped", 0)
@@ -356,6 +399,7 @@ class _BackupCheck:
                 continue
             listed.add(path)
             self._check_records(entry, path)
+        self.tally.progress(Phase.BLOBS)
         self._walk(listed, compressed)
         self._drain(0)
         for sha, origin in self.refs.missing():
@@ -581,7 +625,7 @@ class _BackupCheck:
         except RepoBackupError as exc:
             self.problem(member, exc.message)
             return
-        self.tally.add(members=1, blobs=1)
+        self.tally.add(members=1, blobs=1, blob_bytes=size)
         with self._lock:
             self.blob_members += 1
             # The size the records give: a blob of the wrong length is reported on its own.

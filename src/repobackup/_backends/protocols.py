@@ -123,8 +123,8 @@ class Source(Protocol):
 
 @attrs.frozen
 class ScopeSize:
-    """What a backup of one scope would read: its records, the records among them that
-    carry a blob, the characters of their keys and the bytes of their blobs."""
+    """What a backup of one scope would read: its records, the characters of their keys,
+    and the live records among them that carry a blob, with those blobs' bytes."""
 
     records: int = 0
     blobs: int = 0

@@ -374,8 +374,10 @@ class SqliteRepository(RepositoryBase):
         check_scope(scope)
         params: list[Any] = [scope.project_id or "", scope.repo_name or ""]
         sql = (
-            "SELECT COUNT(*), COUNT(blob), COALESCE(SUM(LENGTH(key)), 0),"
-            " COALESCE(SUM(size), 0) FROM records WHERE project_id = ? AND repo_name = ?"
+            "SELECT COUNT(*), COALESCE(SUM(blob IS NOT NULL AND deleted = 0), 0),"
+            " COALESCE(SUM(LENGTH(key)), 0),"
+            " COALESCE(SUM(CASE WHEN blob IS NOT NULL AND deleted = 0 THEN size END), 0)"
+            " FROM records WHERE project_id = ? AND repo_name = ?"
         )
         if since is None:
             sql += " AND deleted = 0"

@@ -35,7 +35,7 @@ from .._pipeline.backup import run_backup
 from .._pipeline.context import RunContext, default_workers
 from .._pipeline.restore import run_restore
 from .._pipeline.resume import wait_for_cleanups
-from .._pipeline.tally import Phase, Progress, RunState
+from .._pipeline.tally import CancelFlag, Phase, Progress, RunState
 from .._tasks.store import MemoryTaskStore, TaskStore
 from ..exceptions import RepoBackupError, TaskNotFoundError
 from .lease import Leases
@@ -44,6 +44,13 @@ from .recovery import Recovery
 __all__ = ["Engine"]
 
 log = logging.getLogger("repobackup")
+
+#: How a run was started, as `on_start` is told: `execute` or `submit` called directly (the
+#: command line's backup, restore and run), a `Scheduler` that found the task due, or the
+#: JSON/HTTP adapter's execute.
+MANUAL = "manual"
+SCHEDULE = "schedule"
+API = "api"
 
 HEARTBEAT_SECONDS = 5.0
 STALE_AFTER_SECONDS = 60.0
@@ -63,6 +70,7 @@ class Engine:
         executor: Executor | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         on_finish: Callable[[BackupTask, RunSummary], None] | None = None,
+        on_start: Callable[[BackupTask, str], None] | None = None,
         storage_options: Mapping[str, Mapping[str, Any]] | None = None,
         tz: tzinfo | None = None,
         user: str = "anonymous",
@@ -89,6 +97,9 @@ class Engine:
         self.storage_options = dict(storage_options or {})
         self.user = user
         self.on_finish = on_finish
+        #: Called in the run's thread as each run starts, with the task and how the run was
+        #: started (`MANUAL`, `SCHEDULE` or `API`), before any progress event and its end.
+        self.on_start = on_start
         #: Seconds between two heartbeats of a run this engine holds.
         self.heartbeat_seconds = heartbeat_seconds
         #: Seconds without a heartbeat after which a run is taken for dead, wherever it runs.
@@ -96,6 +107,9 @@ class Engine:
         self._runner: ThreadPoolExecutor | None = None
         self._runner_lock = threading.Lock()
         self._leases = Leases(self.tasks, self.now, lambda: self.heartbeat_seconds)
+        # The runs of this engine that are claimed and not yet ended, by task id.
+        self._active: dict[str, CancelFlag] = {}
+        self._idle = threading.Condition()
 
     def __repr__(self) -> str:
         return f"<Engine source={type(self.source).__name__} tasks={type(self.tasks).__name__}>"
@@ -183,21 +197,27 @@ class Engine:
     # ----------------------------------------------------------------------------------------
     # Running
 
-    def execute(self, task_id: str) -> RunSummary:
+    def execute(self, task_id: str, *, trigger: str = MANUAL) -> RunSummary:
         """Run the task now, in this thread, whatever its execution strategy; return the
         summary. The task ends FINISHED or FAILED (a recurring task goes back to PENDING),
-        never stuck in RUNNING. TaskRunningError if it is running already."""
+        never stuck in RUNNING. TaskRunningError if it is running already. *trigger* is
+        what `on_start` is told of how the run started."""
         task, owner = self._claim(task_id)
-        return self._run_claimed(task, owner)
+        return self._run_claimed(task, owner, trigger)
 
     def submit(
-        self, task_id: str, *, unless_started_since: datetime | None = None
+        self,
+        task_id: str,
+        *,
+        unless_started_since: datetime | None = None,
+        trigger: str = MANUAL,
     ) -> Future[RunSummary]:
         """Start the task in the background and return a future of its summary.
 
         The task is claimed before this returns, so TaskNotFoundError and TaskRunningError
         are raised here, not through the future. With *unless_started_since* (a scheduler's
-        due time), a task started at or after it is not started again: TaskRunningError."""
+        due time), a task started at or after it is not started again: TaskRunningError.
+        *trigger* is what `on_start` is told of how the run started."""
         task, owner = self._claim(task_id, unless_started_since=unless_started_since)
         try:
             with self._runner_lock:
@@ -205,10 +225,11 @@ class Engine:
                     self._runner = ThreadPoolExecutor(
                         max_workers=self._run_workers, thread_name_prefix="repobackup-task"
                     )
-                return self._runner.submit(self._run_claimed, task, owner)
+                return self._runner.submit(self._run_claimed, task, owner, trigger)
         except BaseException as exc:
             # Claimed but never started (e.g. the engine is shutting down): end it now.
             self._leases.release(owner)
+            self._ended(task_id)
             run = RunState(task, None)
             run.fail_run(f"could not start the run: {exc}")
             self._finish(
@@ -221,25 +242,71 @@ class Engine:
             )
             raise
 
-    def verify(self, location: str) -> VerifyReport:
+    def verify(
+        self, location: str, *, on_progress: Callable[[Progress], None] | None = None
+    ) -> VerifyReport:
         """Check the backup at *location* (a backup folder or zip, or a task folder) without
         restoring it: every member's and blob's hash, every record line, nothing outside the
-        tree. The report's ``ok`` is False with each problem named."""
+        tree. The report's ``ok`` is False with each problem named. *on_progress* (default:
+        the engine's) receives `Progress` events whose ``task_id`` is None."""
         with passphrase_scope(self.passphrase):
-            return verify(location, self.storage_options, max_workers=self.max_workers)
+            return verify(
+                location,
+                self.storage_options,
+                max_workers=self.max_workers,
+                on_progress=on_progress or self.on_progress,
+            )
+
+    def cancel(self, task_id: str, *, reason: str = "Engine.cancel was called") -> bool:
+        """Ask the run of *task_id* under way in this engine to stop; False when none is.
+
+        The run stops at the next record or blob it counts (blob copies in flight finish
+        first) and ends FAILED with an error saying it was cancelled and why (*reason*).
+        Nothing it leaves looks complete: an unfinished backup is removed, or, for a folder
+        backup, kept hidden for the next run to resume from, as after a crash. A restore
+        keeps what it restored so far. Returns at once; the run's future (or `execute`)
+        gives its summary when it has ended."""
+        with self._idle:
+            flag = self._active.get(task_id)
+        if flag is None:
+            return False
+        flag.set(reason)
+        return True
+
+    def running(self) -> list[str]:
+        """The ids of the tasks whose runs are under way in this engine."""
+        with self._idle:
+            return list(self._active)
 
     def runs(self, task_id: str, limit: int = 50) -> list[RunSummary]:
         """The run history of the task, newest first."""
         self.get_task(task_id)
         return self.tasks.runs(task_id, limit)
 
-    def close(self) -> None:
-        """Wait for background runs to end and release the engine's threads."""
+    def close(
+        self,
+        *,
+        cancel: bool = False,
+        reason: str = "the engine closed",
+        timeout: float | None = None,
+    ) -> bool:
+        """Wait for the runs under way to end and release the engine's threads; with
+        *cancel*, `cancel` each of them first (with *reason*). With *timeout*, wait at most
+        that many seconds: False when runs were still going then (they go on, and their
+        threads are left to end on their own), else True."""
+        if cancel:
+            for task_id in self.running():
+                self.cancel(task_id, reason=reason)
+        if timeout is not None:
+            with self._idle:
+                if not self._idle.wait_for(lambda: not self._active, timeout):
+                    return False
         with self._runner_lock:
             runner, self._runner = self._runner, None
         if runner is not None:
             runner.shutdown(wait=True)
         wait_for_cleanups()
+        return True
 
     def __enter__(self) -> Engine:
         return self
@@ -251,20 +318,40 @@ class Engine:
         self, task_id: str, *, unless_started_since: datetime | None = None
     ) -> tuple[BackupTask, str]:
         self.get_task(task_id)
-        return self._leases.claim(task_id, unless_started_since=unless_started_since)
+        claimed = self._leases.claim(task_id, unless_started_since=unless_started_since)
+        with self._idle:
+            self._active[task_id] = CancelFlag()
+        return claimed
 
-    def _run_claimed(self, task: BackupTask, owner: str) -> RunSummary:
+    def _ended(self, task_id: str) -> None:
+        with self._idle:
+            self._active.pop(task_id, None)
+            self._idle.notify_all()
+
+    def _run_claimed(self, task: BackupTask, owner: str, trigger: str = MANUAL) -> RunSummary:
+        try:
+            return self._run(task, owner, trigger)
+        finally:
+            assert task.id is not None
+            self._ended(task.id)
+
+    def _run(self, task: BackupTask, owner: str, trigger: str) -> RunSummary:
         assert task.id is not None
         started = task.start_date or self.now()
         task_id = task.id
+        with self._idle:
+            flag = self._active.get(task_id)
         run = RunState(
             task,
             self.on_progress,
             holds_lease=lambda: self._leases.holds(task_id, owner),
+            cancel=flag,
         )
         location: str | None = None
         state = TaskState.FAILED
         try:
+            self._started(task, trigger)
+            run.check_cancelled()  # cancelled while it waited for a thread
             with passphrase_scope(self.passphrase):
                 if task.type is TaskType.DATA_RESTORE:
                     location = run_restore(self._context(), task, run)
@@ -334,6 +421,14 @@ class Engine:
         run.progress(Phase.DONE, force=True)
         self._notify(finished or task, summary)
         return summary
+
+    def _started(self, task: BackupTask, trigger: str) -> None:
+        if self.on_start is not None:
+            try:
+                self.on_start(task, trigger)
+            except Exception:
+                # A broken notification must not stop the run.
+                log.exception("on_start callback failed for task %s", task.id)
 
     def _notify(self, task: BackupTask, summary: RunSummary) -> None:
         if self.on_finish is not None:

@@ -11,7 +11,7 @@ from datetime import datetime, tzinfo
 from .._model.cron import parse_cron
 from .._model.task import BackupTask, ExecutionStrategy, TaskState
 from ..exceptions import TaskNotFoundError, TaskRunningError
-from .engine import Engine
+from .engine import SCHEDULE, Engine
 
 __all__ = ["Scheduler", "due_at"]
 
@@ -102,7 +102,7 @@ class Scheduler:
             try:
                 # The start is a compare-and-set on the due time: a run another scheduler
                 # made for this due time, even one already finished, is never repeated.
-                engine.submit(task.id, unless_started_since=due)
+                engine.submit(task.id, unless_started_since=due, trigger=SCHEDULE)
             except (TaskRunningError, TaskNotFoundError):
                 continue
             started.append(task.id)

@@ -139,26 +139,33 @@ def _matched_anything(source: Source, task: BackupTask) -> bool:
     return False
 
 
-def _estimate(source: Source, scopes: list[Scope], since: datetime | None) -> int:
-    """An upper bound of the bytes a backup writes: document lines plus blob sizes."""
-    total = 0
+def _estimate(source: Source, scopes: list[Scope], since: datetime | None, run: RunState) -> int:
+    """An upper bound of the bytes a backup writes: document lines plus blob sizes. The
+    files (records with a blob) and their bytes become the totals of the run's progress."""
+    total = files = blob_bytes = 0
     for scope in scopes:
         with backend_errors(f"estimating {scope}"):
-            size = _measure(source, scope, since)
+            size = _measure(source, scope, since, run)
         total += 256 * size.records + size.key_chars + size.blob_bytes
+        files += size.blobs
+        blob_bytes += size.blob_bytes
+    run.total_files, run.total_bytes = files, blob_bytes
     return total
 
 
-def _measure(source: Source, scope: Scope, since: datetime | None) -> ScopeSize:
+def _measure(source: Source, scope: Scope, since: datetime | None, run: RunState) -> ScopeSize:
+    run.check_cancelled()
     if isinstance(source, MeasuredSource):
         return source.measure(scope, since=since)
     records = blobs = key_chars = blob_bytes = 0
     for collection in source.collections(scope):
         for record in source.records(scope, collection, since=since):
+            run.check_cancelled()
             records += 1
-            blobs += record.blob is not None
             key_chars += len(record.key)
-            blob_bytes += record.size
+            if record.blob is not None and not record.deleted:
+                blobs += 1
+                blob_bytes += record.size
     return ScopeSize(records, blobs, key_chars, blob_bytes)
 
 
@@ -262,8 +269,7 @@ def _make_private(path: str) -> None:
 
 def _check_space(context: RunContext, task: BackupTask, run: RunState, plan: _Plan) -> None:
     run.progress(Phase.ESTIMATE, force=True)
-    needed = _estimate(context.source, plan.scopes, plan.since)
-    run.total_bytes = needed
+    needed = _estimate(context.source, plan.scopes, plan.since, run)
     available = free_space(plan.fs, plan.task_dir)
     if available is None:
         run.notes.append(
@@ -528,7 +534,7 @@ def _backup_lines(
                     run.note_blob(record.blob, file_of(record))
                     pump.add(record.blob, record.size)
                 else:
-                    run.add(blobs_reused=1)
+                    run.add(blobs_reused=1, bytes_reused=record.size)
             run.add(records_written=1)
             yield line
 

@@ -126,7 +126,7 @@ class BlobPump:
             elif isinstance(outcome, Stored) and outcome.reused:
                 self.resumed += 1
                 self.resumed_bytes += outcome.read
-                self.run.add(blobs_reused=1)
+                self.run.add(blobs_reused=1, bytes_reused=outcome.read)
             else:
                 written = outcome.written if isinstance(outcome, Stored) else outcome.size
                 self.run.add(blobs_written=1, bytes_read=outcome.read, bytes_written=written)

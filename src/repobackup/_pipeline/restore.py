@@ -22,7 +22,7 @@ from .._archive.layout import CHUNK, BackupReader, line_to_record, record_member
 from .._archive.manifest import failed_blobs_of, projects_of
 from .._archive.sealing import Sealing, key_scope, sealing_of
 from .._archive.store import ATTEMPTS, BASE, DEADLINE, MAX_DELAY, is_transient
-from .._archive.verify import check_records_member, record_lines
+from .._archive.verify import blob_totals, check_records_member, record_lines
 from .._backends.protocols import Outcome, Record, Scope, Target
 from .._model.select import select
 from .._model.task import BackupContent, BackupTask
@@ -71,7 +71,7 @@ def run_restore(context: RunContext, task: BackupTask, run: RunState) -> str:
         )
     try:
         check_selection(task, chain, run)
-        run.total_bytes = _blob_bytes(chain)
+        run.total_bytes, run.total_files = blob_totals(reader.manifest for reader in chain)
         for reader in chain:
             kind = _BkrepoRestore if isinstance(reader, BkrepoReader) else _Restore
             kind(
@@ -88,19 +88,6 @@ def run_restore(context: RunContext, task: BackupTask, run: RunState) -> str:
         for reader in chain:
             reader.close()
     return chain[-1].location
-
-
-def _blob_bytes(chain: list[BackupReader]) -> int | None:
-    """The bytes of blobs the backups hold, as their manifests count them: the most a restore
-    reads, and the total its progress is measured against (None when one does not say)."""
-    total = 0
-    for reader in chain:
-        blobs = reader.manifest.get("blobs")
-        size = blobs.get("bytes") if isinstance(blobs, dict) else None
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            return None
-        total += size
-    return total
 
 
 def check_selection(task: BackupTask, chain: list[BackupReader], run: RunState) -> None:
@@ -350,7 +337,7 @@ class _Restore:
             with backend_errors(f"checking blob {sha}"):
                 present = self.target.has_blob(sha)
             if present:
-                run.add(blobs_reused=1)
+                run.add(blobs_reused=1, bytes_reused=sizes[sha])
             elif group := small.add(sha, sizes[sha]):
                 submit(group)
         if group := small.take():

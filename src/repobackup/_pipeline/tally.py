@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import enum
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
@@ -15,10 +14,21 @@ from datetime import datetime
 import attrs
 
 from .._archive.problems import Bounded
-from .._model.task import BackupTask, ErrorStrategy, RunCounts, RunError
+from .._model.progress import PROGRESS_EVERY, Phase, Progress, ProgressMeter
+from .._model.task import BackupTask, ErrorStrategy, RunCounts, RunError, TaskType
 from ..exceptions import RepoBackupError
 
-__all__ = ["Counts", "ErrorScope", "FastFail", "Phase", "Progress", "RunState"]
+__all__ = [
+    "PROGRESS_EVERY",
+    "CancelFlag",
+    "Cancelled",
+    "Counts",
+    "ErrorScope",
+    "FastFail",
+    "Phase",
+    "Progress",
+    "RunState",
+]
 
 MAX_ERRORS = 100
 #: Failed records and blobs a backup's manifest lists at most (each): the manifest stays
@@ -26,18 +36,6 @@ MAX_ERRORS = 100
 MAX_FAILED = 50_000
 # Blobs whose file is remembered for an error message: far more than a pump holds in flight.
 _BLOB_FILES = 65_536
-PROGRESS_EVERY = 0.25  # seconds between progress events
-
-
-class Phase(enum.StrEnum):
-    """Where a run is; progress events name it."""
-
-    ESTIMATE = "estimate"
-    RECORDS = "records"
-    BLOBS = "blobs"
-    COMMIT = "commit"
-    RESTORE = "restore"
-    DONE = "done"
 
 
 class ErrorScope(enum.StrEnum):
@@ -51,19 +49,29 @@ class ErrorScope(enum.StrEnum):
     BLOB = "blob"
 
 
-@attrs.frozen
-class Progress:
-    """A progress event: what phase a run is in and how far it got (totals where known)."""
-
-    task_id: str
-    phase: Phase
-    records: int
-    bytes: int
-    total_bytes: int | None = None
-
-
 class FastFail(RepoBackupError):
     """Stops a FAST_FAIL run at its first error (the error itself is in the summary)."""
+
+
+class Cancelled(RepoBackupError):
+    """Stops a run whose cancellation was asked for (`Engine.cancel`), at the next record
+    or blob it counts; the run ends FAILED with this message."""
+
+
+class CancelFlag:
+    """Set to cancel one run; the run looks at it each time it counts a record or a blob."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason = ""
+
+    def set(self, reason: str) -> None:
+        if not self._event.is_set():
+            self.reason = reason
+            self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
 
 
 @attrs.define
@@ -92,6 +100,7 @@ class RunState:
         on_progress: Callable[[Progress], None] | None,
         *,
         holds_lease: Callable[[], bool] | None = None,
+        cancel: CancelFlag | None = None,
     ) -> None:
         assert task.id is not None
         self.task = task
@@ -100,14 +109,18 @@ class RunState:
         self.counts = Counts()
         self._errors: Bounded[RunError] = Bounded(MAX_ERRORS)
         self.notes: list[str] = []
+        #: What the run's progress is measured against, where known: blob bytes and files.
         self.total_bytes: int | None = None
+        self.total_files: int | None = None
+        # Blobs not copied because they were there already count as done for progress.
+        self._reused_bytes = 0
+        self.cancel = cancel or CancelFlag()
         self.since: datetime | None = None
         self.phase = Phase.RECORDS
         self._lock = threading.Lock()
-        self._on_progress = on_progress
+        self._meter = ProgressMeter(on_progress)
         # Asked before a backup commits: a run taken for dead must not make it look complete.
         self.holds_lease = holds_lease or (lambda: True)
-        self._last_progress = 0.0
         self._failed: dict[ErrorScope, list[str]] = {ErrorScope.BLOB: [], ErrorScope.RECORD: []}
         #: Failures past `MAX_FAILED` that the manifest could not list.
         self.failed_dropped = 0
@@ -134,7 +147,11 @@ class RunState:
         blobs_failed: int = 0,
         bytes_read: int = 0,
         bytes_written: int = 0,
+        bytes_reused: int = 0,
     ) -> None:
+        """Count what the run did; *bytes_reused* are the bytes of blobs it did not copy
+        (there already), done as far as progress goes. Raises `Cancelled` once the run's
+        cancellation was asked for."""
         with self._lock:
             counts = self.counts
             counts.records_written += records_written
@@ -145,6 +162,7 @@ class RunState:
             counts.blobs_failed += blobs_failed
             counts.bytes_read += bytes_read
             counts.bytes_written += bytes_written
+            self._reused_bytes += bytes_reused
         self.progress()
 
     def note_blob(self, sha256: str, where: str) -> None:
@@ -190,20 +208,45 @@ class RunState:
         with self._lock:
             return list(dict.fromkeys(self._failed[ErrorScope.RECORD]))
 
+    def check_cancelled(self) -> None:
+        """Raise `Cancelled` if the run's cancellation was asked for."""
+        if self.cancel.is_set():
+            done = (
+                "what it restored so far stays"
+                if self.task.type is TaskType.DATA_RESTORE
+                else "no backup was committed"
+            )
+            raise Cancelled(
+                f"cancelled ({self.cancel.reason}): the run stopped before it completed; {done}"
+            )
+
     def progress(self, phase: Phase | None = None, *, force: bool = False) -> None:
+        """Send a progress event (at most every `PROGRESS_EVERY` seconds unless *force*);
+        *phase* begins. Raises `Cancelled` once cancellation was asked for, except for the
+        last event (`Phase.DONE`) of a run that ended."""
         if phase is not None:
             self.phase = phase
-        if self._on_progress is None:
-            return
-        now = time.monotonic()
-        if not force and now - self._last_progress < PROGRESS_EVERY:
-            return
-        self._last_progress = now
-        counts = self.counts
-        done = counts.records_written + counts.records_skipped
-        self._on_progress(
-            Progress(self.task_id, self.phase, done, counts.bytes_read, self.total_bytes)
-        )
+        if self.phase is not Phase.DONE:
+            self.check_cancelled()
+        if self._meter.due(force=force):
+            self._meter.send(self.snapshot())
+            if self.phase is not Phase.DONE:
+                self.check_cancelled()  # the callback itself may have asked
+
+    def snapshot(self) -> Progress:
+        """The progress event for where the run is now."""
+        with self._lock:
+            counts = self.counts
+            records = counts.records_written + counts.records_skipped
+            files = counts.blobs_written + counts.blobs_reused + counts.blobs_failed
+            done = counts.bytes_read + self._reused_bytes
+        total_files, total_bytes = self.total_files, self.total_bytes
+        # A blob two batches of a restore share counts twice; never past what is known.
+        if total_files is not None:
+            files = min(files, total_files)
+        if total_bytes is not None:
+            done = min(done, total_bytes)
+        return Progress(self.task_id, self.phase, records, done, total_bytes, files, total_files)
 
     def frozen_counts(self) -> RunCounts:
         return self.counts.freeze()

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Final, TypedDict
 
+from .._engine.engine import API
 from .._model.convert import to_json
 from .._model.task import BackupTask, TaskState
 from .._tasks.store import MAX_PAGE_SIZE
@@ -215,7 +216,7 @@ class JsonApi:
             # for an engine whose submit only schedules.
             if self.engine.get_task(task_id).state is TaskState.RUNNING:
                 raise TaskRunningError(task_id)
-            future = self.engine.submit(task_id)
+            future = self.engine.submit(task_id, trigger=API)
         except Exception as exc:
             return self._failure(exc, "execute task", trace_id)
         future.add_done_callback(lambda done: _log_background_failure(done, task_id, trace_id))

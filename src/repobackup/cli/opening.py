@@ -139,6 +139,7 @@ def open_engine(
     restore: bool = False,
     on_progress: Callable[[Progress], None] | None = None,
     on_finish: Callable[[BackupTask, RunSummary], None] | None = None,
+    on_start: Callable[[BackupTask, str], None] | None = None,
     tasks: TaskStore | None = None,
 ) -> Engine:
     """An engine on the repository and task database the options name."""
@@ -157,6 +158,7 @@ def open_engine(
         ),
         on_progress=on_progress,
         on_finish=on_finish,
+        on_start=on_start,
         storage_options=storage_options(args),
         user=os_user(),
         passphrase=read_passphrase(args),

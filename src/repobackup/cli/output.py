@@ -236,9 +236,9 @@ class Output:
 
     @contextlib.contextmanager
     def progress(self, what: str = "backup") -> Iterator[Callable[[Progress], None] | None]:
-        """A callback for `Engine(on_progress=...)`: with --json, restic-style status lines
-        on stdout; else a bar on stderr when it is a terminal (one line per phase without
-        rich); None with --quiet or when stderr is a log or a pipe."""
+        """A callback for `Engine(on_progress=...)` or `verify`: with --json, restic-style
+        status lines on stdout; else a bar on stderr when it is a terminal (one line per phase
+        without rich); None with --quiet or when stderr is a log or a pipe."""
         from . import progress
 
         if self.quiet:
@@ -252,21 +252,6 @@ class Output:
         else:
             with progress.rich_progress(self, self.stderr, what) as update:
                 yield update
-
-    @contextlib.contextmanager
-    def spinner(self, text: str) -> Iterator[None]:
-        """A spinner with the elapsed time on a terminal's stderr, for work that reports no
-        progress of its own; nothing elsewhere, with --quiet or --json."""
-        if self.quiet or self.json_mode or self.plain or not _isatty(self.stderr):
-            yield
-            return
-        if not _rich_installed():
-            yield
-            return
-        from . import progress
-
-        with progress.rich_spinner(self, self.stderr, text):
-            yield
 
 
 def _isatty(stream: IO[str]) -> bool:

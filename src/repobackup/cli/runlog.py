@@ -7,13 +7,12 @@ import threading
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .._model.task import BackupTask, RunSummary, TaskState
+from .._model.task import BackupTask, ExecutionStrategy, RunSummary, TaskState
 from .exits import run_outcome
 from .output import Output, plural, size
 
 if TYPE_CHECKING:
     from .._engine.engine import Engine
-    from .._pipeline.tally import Progress
 
 __all__ = ["LOG_FORMATS", "RunLog"]
 
@@ -30,11 +29,10 @@ def _kind(task: BackupTask) -> str:
 
 class RunLog:
     """Writes the start and end lines of runs on stdout, where systemd's journal and cron's
-    mail pick them up; *json* for one JSON object a line. Give `progress` to the engine as
-    ``on_progress`` and `finished` as ``on_finish``: a run's first progress event, which the
-    engine sends from the run's own thread before it ends, writes its start line, so that
-    the start of a run always comes before its end. The exit code of every run ended is kept
-    in `outcomes` by task id.
+    mail pick them up; *json* for one JSON object a line. Give `started` to the engine as
+    ``on_start`` and `finished` as ``on_finish``: the engine calls them from the run's own
+    thread, as the run starts and as it ends, so that the start of a run always comes
+    before its end. The exit code of every run ended is kept in `outcomes` by task id.
 
     With *metrics_file*, the Prometheus text of the task store is written there (atomically)
     after every run, for node_exporter's textfile collector."""
@@ -46,19 +44,10 @@ class RunLog:
         self.engine: Engine | None = None
         self.outcomes: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._open: set[str] = set()
 
-    def progress(self, event: Progress) -> None:
-        """The engine's ``on_progress``: the start line at a run's first event."""
-        with self._lock:
-            if event.task_id in self._open:
-                return
-            self._open.add(event.task_id)
-        if self.engine is not None:
-            self.started(self.engine.get_task(event.task_id))
-
-    def started(self, task: BackupTask) -> None:
-        """The line for a run that has just started."""
+    def started(self, task: BackupTask, trigger: str) -> None:
+        """The line for a run that has just started: the task, its kind, how it was
+        started (*trigger*: ``schedule``, ``manual``, ``api``) and its execution plan."""
         if self.json:
             self.out.json_line(
                 {
@@ -67,13 +56,16 @@ class RunLog:
                     "taskId": task.id,
                     "name": task.name,
                     "type": task.type.value,
+                    "kind": _kind(task),
+                    "trigger": trigger,
+                    "plan": _plan(task),
                     "storeLocation": task.store_location,
                 }
             )
         else:
             self.out.say(
                 f"{_stamp()} start {_kind(task)} {task.name!r} (task {task.id}) "
-                f"to {task.store_location}"
+                f"to {task.store_location}, trigger {trigger} ({_plan(task)})"
             )
 
     def finished(self, task: BackupTask, summary: RunSummary) -> None:
@@ -85,7 +77,6 @@ class RunLog:
         if self.metrics_file is not None and self.engine is not None:
             self.write_metrics()
         with self._lock:
-            self._open.discard(summary.task_id)
             self.outcomes[summary.task_id] = run_outcome(summary)
 
     def write_metrics(self) -> None:
@@ -105,6 +96,17 @@ class RunLog:
             self.out.json_line({"time": _stamp(), "event": "scheduler", "message": text, **fields})
         else:
             self.out.say(f"{_stamp()} {text}")
+
+
+def _plan(task: BackupTask) -> str:
+    """The task's execution plan in a few words: ``cron 0 2 * * *``, ``at <time>``, ``now``."""
+    setting = task.backup_setting
+    plan = setting.execution_plan
+    if setting.execution_strategy is ExecutionStrategy.CRON_EXPRESSION:
+        return f"cron {plan.cron_expression}"
+    if setting.execution_strategy is ExecutionStrategy.SPECIFIED_TIME:
+        return f"at {_stamp(plan.execute_time)}"
+    return "now"
 
 
 def _first_error(summary: RunSummary) -> str | None:

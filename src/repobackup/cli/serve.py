@@ -20,6 +20,7 @@ from .options import Parents, port
 from .output import Output
 from .passwords import add_password_option
 from .runlog import LOG_FORMATS, RunLog
+from .scheduler import STOP_TIMEOUT, stop_runs
 
 __all__ = ["DEFAULT_PORT", "MIN_TOKEN", "TOKEN_ENV", "register"]
 
@@ -158,7 +159,7 @@ def _serve(args: argparse.Namespace, out: Output) -> int:
     with contextlib.ExitStack() as stack:
         # The repository is a source of backups: a missing one is an error, never created.
         engine = open_engine(
-            stack, args, restore=False, on_progress=log.progress, on_finish=log.finished
+            stack, args, restore=False, on_start=log.started, on_finish=log.finished
         )
         log.engine = engine
         authorize = bearer_token_authorizer(token) if token is not None else None
@@ -191,18 +192,26 @@ def _serve(args: argparse.Namespace, out: Output) -> int:
             + (f"; stores under {', '.join(args.store_root)}" if args.store_root else "")
             + "; Ctrl-C stops"
         )
-        _serve_until_stopped(server, out)
+        stopped_by = _serve_until_stopped(server)
+        scheduler.stop()
+        if stopped_by is not None:
+            # As `scheduler` does: the runs under way are cancelled, and end FAILED.
+            stop_runs(log, engine, stopped_by, EXIT_OK, STOP_TIMEOUT, who="serve")
     return EXIT_OK
 
 
-def _serve_until_stopped(server: WSGIServer, out: Output) -> None:
+def _serve_until_stopped(server: WSGIServer) -> str | None:
+    """Serve until SIGTERM or Ctrl-C; which of them stopped it."""
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _raise_stop)
     try:
         server.serve_forever()
-    except (KeyboardInterrupt, _Stop):
-        out.note("stopping: waiting for running tasks to end")
+    except KeyboardInterrupt:
+        return "Ctrl-C"
+    except _Stop:
+        return "SIGTERM"
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+    return None

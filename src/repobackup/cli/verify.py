@@ -36,11 +36,12 @@ def register(commands: Any, parents: Parents) -> None:
 
 
 def _verify(args: argparse.Namespace, out: Output) -> int:
-    # verify reports no progress of its own: a spinner says it is at work, and for how long.
-    with out.spinner(f"verifying {args.location}"):
-        report = verify(args.location, zone=args.source_zone)
+    with out.progress("verify") as bar:
+        report = verify(args.location, zone=args.source_zone, on_progress=bar)
+        out.end_progress()  # the bar's last line, before the result
     if args.json:
-        out.json(to_json(report))
+        # As a run's: the status lines, then the report as restic's summary message.
+        out.json_line({"messageType": "summary", **to_json(report)})
     elif report.ok and report.notes:  # a bk-repo backup: no manifest, no marker
         out.say(
             f"ok: {args.location}: {plural(report.records, 'record')} read and "
