@@ -38,13 +38,14 @@ from .._version import __version__
 from ..exceptions import InsufficientSpaceError, RepoBackupError, backend_errors
 from .blobs import BlobPump, BlobTransfer, SeenBlobs
 from .context import RunContext
+from .jobs import PRIVATE_FILE, PRIVATE_FOLDER
 from .resume import adopt, discard_leftover, find_leftover, keep_for_resume, prune
 from .tally import ErrorScope, Phase, RunState
 
 __all__ = ["absent_ids", "backup_name", "default_since", "file_of", "record_key", "run_backup"]
 
 _package = "repobackup"
-REMOTE_IN_FLIGHT = 32  # jobs in flight per worker on an executor of other processes
+REMOTE_IN_FLIGHT = 8  # jobs in flight per worker on an executor of other processes
 
 
 @attrs.frozen
@@ -198,8 +199,7 @@ def _plan(context: RunContext, task: BackupTask, run: RunState, started: datetim
     return _Plan(name, path, location, task_dir, fs, scopes, since, follows)
 
 
-PRIVATE_FOLDER = 0o700
-PRIVATE_FILE = 0o600
+BLOBS = "blobs"  # the folder of a backup that `blob_member` puts every blob under
 
 
 def reservation(task_dir: str, final: str) -> str:
@@ -228,7 +228,10 @@ def _release(task_dir: str, final: str) -> None:
 
 
 def _make_private(path: str) -> None:
-    """Files 0600 and folders 0700 throughout the local backup at *path*."""
+    """Files 0600 and folders 0700 throughout the local backup at *path*. The blobs are
+    created so by the copies that write them (see `jobs`): their thousands of files and
+    folders are not walked again, which on a local disk costs about as much as copying
+    them."""
     if os.path.isfile(path):
         os.chmod(path, PRIVATE_FILE)
         return
@@ -236,6 +239,8 @@ def _make_private(path: str) -> None:
     for folder, dirs, files in os.walk(path):
         for name in dirs:
             os.chmod(os.path.join(folder, name), PRIVATE_FOLDER)
+        if folder == path and BLOBS in dirs:
+            dirs.remove(BLOBS)
         for name in files:
             os.chmod(os.path.join(folder, name), PRIVATE_FILE)
 
