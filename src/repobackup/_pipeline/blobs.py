@@ -41,15 +41,21 @@ __all__ = [
 SMALL_BLOB = 256 * 1024  # blobs up to this size are copied several to a job
 BLOBS_PER_JOB = 16
 BYTES_PER_JOB = 1 << 20
+#: A job sent to another process or machine takes a round trip through pipes or the network
+#: to start and to report: larger groups there keep its workers from waiting for work.
+REMOTE_BLOBS_PER_JOB = 64
+REMOTE_BYTES_PER_JOB = 4 << 20
 
 
 class SmallBlobs:
     """Gathers small blobs into groups copied by one job each: handing a job from one thread
     to another costs about as much as copying a small blob does."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, remote: bool = False) -> None:
         self._group: list[str] = []
         self._bytes = 0
+        self._most = REMOTE_BLOBS_PER_JOB if remote else BLOBS_PER_JOB
+        self._most_bytes = REMOTE_BYTES_PER_JOB if remote else BYTES_PER_JOB
 
     def add(self, sha256: str, size: int) -> list[str] | None:
         """Add a blob of *size* bytes (as its record says); return a group ready to go, which
@@ -58,7 +64,7 @@ class SmallBlobs:
             return [sha256]
         self._group.append(sha256)
         self._bytes += size
-        if len(self._group) >= BLOBS_PER_JOB or self._bytes >= BYTES_PER_JOB:
+        if len(self._group) >= self._most or self._bytes >= self._most_bytes:
             return self.take()
         return None
 
@@ -80,7 +86,7 @@ class BlobPump:
         # Jobs report here as they finish, in whatever order: waiting for the oldest would
         # leave the other workers idle behind one large blob.
         self._finished: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
-        self._small = SmallBlobs()
+        self._small = SmallBlobs(remote=transfer.remote)
         self._sizes: dict[str, int] = {}
         #: Blobs (and their bytes) an interrupted run had stored and this one moved in.
         self.resumed = 0
@@ -93,6 +99,10 @@ class BlobPump:
             self._submit(group)
 
     def _submit(self, group: list[str]) -> None:
+        # What has finished is taken at once: a zip's members wait in memory until then.
+        with contextlib.suppress(queue.Empty):
+            while self.pending:
+                self._reap(self._finished.get_nowait())
         while len(self.pending) >= self.limit:
             self._reap(self._finished.get())
         shas = tuple((sha, self._sizes.pop(sha)) for sha in group)
@@ -150,28 +160,52 @@ def reason(exc: BaseException) -> str:
 
 
 class SeenBlobs:
-    """The blobs a backup already holds, on disk in a temporary SQLite table: memory stays
-    flat with a million distinct blobs."""
+    """The blobs a backup already holds: the latest in a set of bounded size, the rest on
+    disk in a temporary SQLite table, so memory stays flat with a million distinct blobs and
+    a backup of fewer than `MEMORY` never asks SQLite at all."""
+
+    #: Blobs kept in memory before they move to the table, in one transaction.
+    MEMORY = 1 << 16
 
     def __init__(self) -> None:
-        self._db = sqlite3.connect("", check_same_thread=False)
-        self._db.execute("CREATE TABLE seen (sha BLOB PRIMARY KEY) WITHOUT ROWID")
+        self._recent: set[bytes] = set()
+        self._db: sqlite3.Connection | None = None
 
     def add(self, sha256: str) -> bool:
         """Record *sha256*; True when it was not seen before."""
-        cursor = self._db.execute("INSERT OR IGNORE INTO seen VALUES (?)", (bytes.fromhex(sha256),))
-        return cursor.rowcount == 1
+        key = bytes.fromhex(sha256)
+        if key in self._recent or self._stored(key):
+            return False
+        self._recent.add(key)
+        if len(self._recent) >= self.MEMORY:
+            self._spill()
+        return True
 
     def __contains__(self, sha256: str) -> bool:
         try:
             key = bytes.fromhex(sha256)
         except ValueError:
             return False
-        row = self._db.execute("SELECT 1 FROM seen WHERE sha = ?", (key,)).fetchone()
-        return row is not None
+        return key in self._recent or self._stored(key)
+
+    def _stored(self, key: bytes) -> bool:
+        if self._db is None:
+            return False
+        return self._db.execute("SELECT 1 FROM seen WHERE sha = ?", (key,)).fetchone() is not None
+
+    def _spill(self) -> None:
+        if self._db is None:
+            self._db = sqlite3.connect("", check_same_thread=False)
+            self._db.execute("CREATE TABLE seen (sha BLOB PRIMARY KEY) WITHOUT ROWID")
+        with self._db:
+            rows = ((key,) for key in self._recent)
+            self._db.executemany("INSERT OR IGNORE INTO seen VALUES (?)", rows)
+        self._recent.clear()
 
     def close(self) -> None:
-        self._db.close()
+        self._recent.clear()
+        if self._db is not None:
+            self._db.close()
 
 
 class BlobTransfer:
