@@ -94,6 +94,7 @@ _IDENTITY_WHERE = "project_id = ? AND repo_name = ? AND collection = ? AND key =
 BUSY_TIMEOUT = 60.0  # seconds a writer waits for another process's transaction
 FETCH_BATCH = 500  # rows fetched at a time while streaming
 MAX_IDLE_READERS = 8
+FOLDERS_KEPT = 1 << 14  # blob folders remembered as made, at most
 
 
 # What `write_blob` names a blob while it is written: ``<sha256>.<uuid4 hex>.tmp``.
@@ -166,6 +167,8 @@ class SqliteRepository(RepositoryBase):
         # Local blobs go through os and io directly: fsspec's wrappers cost more than reading
         # or writing a small blob does.
         self._local = isinstance(fs, LocalFileSystem)
+        #: Blob folders this object made or found, so that each is made once (bounded).
+        self._folders: set[str] = set()
         # A local store is remembered by its absolute path, so a reopener works from any cwd.
         self._blobs = self._root if self._local else url
         self._lock = threading.Lock()
@@ -530,10 +533,19 @@ class SqliteRepository(RepositoryBase):
         if not self._local:
             self._fs.makedirs(posixpath.dirname(path), exist_ok=True)
             return cast(BinaryIO, self._fs.open(path, "wb"))
+        folder = posixpath.dirname(path)
+        if folder not in self._folders:
+            # A restore makes most blob folders new: one mkdir first costs less than an open
+            # that fails and then os.makedirs, which asks whether each parent exists.
+            with contextlib.suppress(FileExistsError, FileNotFoundError):
+                os.mkdir(folder)
+            if len(self._folders) >= FOLDERS_KEPT:
+                self._folders.clear()
+            self._folders.add(folder)
         try:
             return open(path, "wb")
         except FileNotFoundError:
-            os.makedirs(posixpath.dirname(path), exist_ok=True)
+            os.makedirs(folder, exist_ok=True)
             return open(path, "wb")
 
     def _blob_path(self, sha256: str) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import IO, Any
 
+import attrs
 import zstandard
 
 from .._archive.bkrepo import BkrepoProblem
@@ -262,6 +263,8 @@ class _Restore:
         self.failed_blobs = failed_blobs_of(reader.manifest)
         self.openers = openers
         self.codec = BlobCodec(compress=self.compressed, sealing=sealing_of(self.reader))
+        self._pending: _Copying | None = None
+        self._failed_before: set[str] = set()
 
     def run(self) -> None:
         tree = projects_of(self.reader.manifest, self.reader.location)
@@ -296,15 +299,29 @@ class _Restore:
                     self.batch(batch)
             except StoreError as exc:  # the member could not be read whole, retries included
                 run.fail(ErrorScope.MEMBER, entry["path"], exc.message)
+        self.flush()
 
     def batch(self, batch: list[Record]) -> None:
         """Restore one batch of records: first the blobs the target lacks, then the records
-        whose blobs are there."""
+        whose blobs are there. The batch's blobs are started before the previous batch is
+        finished, so the workers copy while the records of the last one are written."""
         run = self.run_state
         for record in batch:
             if record.blob is not None and not record.deleted:
                 run.note_blob(record.blob, file_of(record))
-        bad = self._copy_blobs(batch)
+        started = self._start_blobs(batch)
+        self.flush()
+        self._pending = started
+
+    def flush(self) -> None:
+        """Finish the batch whose blobs are being copied, if any: wait for them, then write
+        its records."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self._write_records(pending.batch, self._finish_blobs(pending))
+
+    def _write_records(self, batch: list[Record], bad: set[str]) -> None:
+        run = self.run_state
         keep = []
         for record in batch:
             if record.blob in bad and not record.deleted:
@@ -323,29 +340,34 @@ class _Restore:
         written = sum(1 for o in outcomes if o is Outcome.WRITTEN)
         run.add(records_written=written, records_skipped=len(outcomes) - written)
 
-    def _copy_blobs(self, batch: list[Record]) -> set[str]:
-        """Copy the blobs of *batch* the target lacks; return those that failed."""
+    def _start_blobs(self, batch: list[Record]) -> _Copying:
+        """Start copying the blobs of *batch* the target lacks; a blob the batch before is
+        still copying is left to it."""
         run = self.run_state
         needed = sorted({r.blob for r in batch if r.blob is not None and not r.deleted})
         sizes = {r.blob: r.size for r in batch}
+        earlier = self._pending.shas if self._pending is not None else frozenset()
+        copying = _Copying(batch)
         small = SmallBlobs()
-        jobs: list[tuple[list[str], Future[list[Any]]]] = []
 
         def submit(group: list[str]) -> None:
             shas = tuple((sha, sizes[sha]) for sha in group)
             job = RestoreJob(*self.openers, shas, self.codec, fast_fail=run.fast_fail)
-            jobs.append((group, self.pool.submit(run_job, job)))
+            copying.jobs.append((group, self.pool.submit(run_job, job)))
+            copying.shas.update(group)
 
-        bad: set[str] = set()
         for sha in needed:
             if sha in self.failed_blobs:
-                bad.add(sha)
+                copying.bad.add(sha)
                 run.add(blobs_failed=1)
                 run.fail(
                     ErrorScope.BLOB,
                     sha,
                     "the backup recorded this blob as failed; it was never stored",
                 )
+                continue
+            if sha in earlier:
+                copying.after.append(sha)
                 continue
             with backend_errors(f"checking blob {sha}"):
                 present = self.target.has_blob(sha)
@@ -355,7 +377,12 @@ class _Restore:
                 submit(group)
         if group := small.take():
             submit(group)
-        for group, future in jobs:
+        return copying
+
+    def _finish_blobs(self, copying: _Copying) -> set[str]:
+        """Wait for the copies *copying* started; return the blobs of its batch that failed."""
+        run = self.run_state
+        for group, future in copying.jobs:
             try:
                 outcomes = future.result()
             except FastFail:
@@ -364,12 +391,32 @@ class _Restore:
                 outcomes = [exc] * len(group)
             for sha, outcome in zip(group, outcomes, strict=True):
                 if isinstance(outcome, Exception):
-                    bad.add(sha)
+                    copying.bad.add(sha)
                     run.add(blobs_failed=1)
                     run.fail(ErrorScope.BLOB, sha, reason(outcome))
                 else:
                     run.add(blobs_written=1, bytes_read=outcome.read, bytes_written=outcome.written)
-        return bad
+        # A blob the batch before copied: there now, as a blob found in the target is,
+        # unless its copy failed (the batch before is finished first).
+        for sha in copying.after:
+            if sha in self._failed_before:
+                copying.bad.add(sha)
+            else:
+                run.add(blobs_reused=1)
+        self._failed_before = copying.bad
+        return copying.bad
+
+
+@attrs.define
+class _Copying:
+    """A batch whose blobs are being copied: the jobs started, the blobs they copy, those
+    already failed, and those the batch before it copies."""
+
+    batch: list[Record]
+    jobs: list[tuple[list[str], Future[list[Any]]]] = attrs.Factory(list)
+    shas: set[str] = attrs.Factory(set)
+    bad: set[str] = attrs.Factory(set)
+    after: list[str] = attrs.Factory(list)
 
 
 class _BkrepoRestore(_Restore):
@@ -389,6 +436,7 @@ class _BkrepoRestore(_Restore):
                 continue
             for batch in _batches(backup.records(scope)):
                 self.batch(batch)
+        self.flush()
 
     def _problem(self, problem: BkrepoProblem) -> None:
         """Hostile entries and malformed lines are errors of the run (raising under
