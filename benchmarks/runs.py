@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import resource
 import sys
 import time
 from collections.abc import Iterator
@@ -39,6 +41,7 @@ def _executor(spec: dict[str, Any]) -> Iterator[Executor | None]:
         context = multiprocessing.get_context("forkserver")
         with ProcessPoolExecutor(spec.get("workers"), mp_context=context) as pool:
             yield pool
+            WORKERS_CPU.append(_workers_cpu(pool, spec.get("workers") or os.cpu_count() or 1))
     else:
         import distributed
 
@@ -54,6 +57,26 @@ def _executor(spec: dict[str, Any]) -> Iterator[Executor | None]:
             distributed.Client(cluster) as client,
         ):
             yield client.get_executor(pure=False, retries=2)
+
+
+#: The CPU seconds the pool's worker processes spent (their own rusage, asked at the end).
+WORKERS_CPU: list[float] = []
+
+
+def _cpu_seconds() -> tuple[int, float]:
+    time.sleep(0.2)  # long enough for every worker to take one of these
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return os.getpid(), usage.ru_utime + usage.ru_stime
+
+
+def _workers_cpu(pool: Executor, workers: int) -> float:
+    """The CPU seconds of the pool's workers so far, each asked once or more."""
+    seen: dict[int, float] = {}
+    for pid, seconds in [
+        f.result() for f in [pool.submit(_cpu_seconds) for _ in range(workers * 2)]
+    ]:
+        seen[pid] = max(seconds, seen.get(pid, 0.0))
+    return round(sum(seen.values()), 3)
 
 
 def _summary(summary: Any) -> dict[str, Any]:
@@ -128,6 +151,8 @@ def main() -> None:
     spec = json.loads(sys.argv[1])
     result = OPERATIONS[spec["op"]](spec)
     result["hwm_kib"] = _high_water_kib()
+    if WORKERS_CPU:
+        result["workers_cpu"] = WORKERS_CPU[0]
     print(json.dumps(result))
 
 
