@@ -9,12 +9,13 @@ import contextlib
 import json
 import os
 import resource
+import signal
 import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import Executor
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from repobackup import Engine, SqliteRepository, SqliteTaskStore, to_json
 
@@ -90,6 +91,22 @@ def _summary(summary: Any) -> dict[str, Any]:
     }
 
 
+def _dying(opens: int) -> type[SqliteRepository]:
+    """A repository that kills its process (SIGKILL) as blob *opens* is opened: a run cut
+    short at a known point, for the resumed run after it (blob copies on threads here)."""
+
+    class Dying(SqliteRepository):
+        opened = 0
+
+        def open_blob(self, sha256: str) -> BinaryIO:
+            Dying.opened += 1
+            if Dying.opened >= opens:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return super().open_blob(sha256)
+
+    return Dying
+
+
 def backup(spec: dict[str, Any]) -> dict[str, Any]:
     """A full or incremental backup of the repository at ``db``/``blobs`` into ``store``."""
     content: dict[str, Any] = {
@@ -100,7 +117,8 @@ def backup(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("since"):
         content.update(increment=True, incrementDate=spec["since"])
     tasks = SqliteTaskStore(spec["tasks"]) if spec.get("tasks") else None
-    with SqliteRepository(spec["db"], spec["blobs"]) as repo, _executor(spec) as executor:
+    kind = _dying(spec["kill_after"]) if spec.get("kill_after") else SqliteRepository
+    with kind(spec["db"], spec["blobs"]) as repo, _executor(spec) as executor:
         engine = Engine(repo, max_workers=spec.get("workers"), executor=executor, tasks=tasks)
         # A run killed before (see bench.py's resumed run) is ended first, as the CLI does:
         # what it stored waits for this run to resume from.
