@@ -790,3 +790,36 @@ def test_offsets_other_than_utc_come_back_as_same_instant(backend: SqliteReposit
     (got,) = backend.records(Scope(), "things")
     assert got.modified == moment
     assert got.modified.utcoffset() == timedelta(0)
+
+
+class TestRecordBytes:
+    """`record_bytes` sums what `records` yields, with or without *since*, in one query."""
+
+    @staticmethod
+    def summed(backend: SqliteRepository, scope: Scope, since: datetime | None) -> int:
+        return sum(len(r.key) + r.size + 7 for r in backend.records(scope, "node", since=since))
+
+    def test_agrees_with_the_records(self, backend: SqliteRepository) -> None:
+        scope = Scope("p", "r")
+        backend.apply(
+            [
+                make_record(
+                    f"/é{i}",
+                    collection="node",
+                    scope=scope,
+                    size=i * 10,
+                    modified=T0 + timedelta(days=i),
+                    deleted=i % 3 == 0,
+                )
+                for i in range(12)
+            ]
+            + [make_record("other", collection="node", scope=Scope("p"), size=99)],
+            OVERWRITE,
+        )
+        for since in (None, T0 + timedelta(days=4)):
+            expected = self.summed(backend, scope, since)
+            assert expected > 0
+            assert backend.record_bytes(scope, "node", since=since, overhead=7) == expected
+
+    def test_nothing_there(self, backend: SqliteRepository) -> None:
+        assert backend.record_bytes(Scope(), "node") == 0

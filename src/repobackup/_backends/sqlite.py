@@ -123,6 +123,20 @@ def _row_to_record(row: tuple[Any, ...]) -> Record:
     )
 
 
+def _records_where(scope: Scope, collection: str, since: datetime | None) -> tuple[str, list[Any]]:
+    """The WHERE clause (and its parameters) of the records `SqliteRepository.records`
+    yields: live ones, or with *since* those modified at or after it, tombstones included."""
+    check_scope(scope)
+    params: list[Any] = [scope.project_id or "", scope.repo_name or "", collection]
+    where = "project_id = ? AND repo_name = ? AND collection = ?"
+    if since is None:
+        where += " AND deleted = 0"
+    else:
+        where += " AND modified >= ?"
+        params.append(to_micros(check_aware(since, "since")))
+    return where, params
+
+
 class SqliteRepository(RepositoryBase):
     """The built-in repository: records in the SQLite database *path*, blobs content-addressed
     under the fsspec URL *blobs* as ``<blobs>/<sha[0:2]>/<sha[2:4]>/<sha256>``.
@@ -216,6 +230,12 @@ class SqliteRepository(RepositoryBase):
     def blobs(self) -> str:
         """Where the blobs live: an absolute local path or the fsspec URL given."""
         return self._blobs
+
+    @property
+    def local_blobs(self) -> bool:
+        """Whether the blobs are on a local disk, which other processes of this machine reach
+        as this one does (a run may copy them on a process pool)."""
+        return self._local
 
     def close(self) -> None:
         """Close the database connections; streams still open close theirs when they end.
@@ -360,16 +380,25 @@ class SqliteRepository(RepositoryBase):
         Without *since*: live records only. With *since*: records modified at or after it,
         tombstones included.
         """
-        check_scope(scope)
-        params: list[Any] = [scope.project_id or "", scope.repo_name or "", collection]
-        sql = f"SELECT {_COLUMNS} FROM records WHERE project_id = ? AND repo_name = ?"
-        sql += " AND collection = ?"
-        if since is None:
-            sql += " AND deleted = 0"
-        else:
-            sql += " AND modified >= ?"
-            params.append(to_micros(check_aware(since, "since")))
-        return map(_row_to_record, self._stream(sql + " ORDER BY key", params))
+        where, params = _records_where(scope, collection, since)
+        sql = f"SELECT {_COLUMNS} FROM records WHERE {where} ORDER BY key"
+        return map(_row_to_record, self._stream(sql, params))
+
+    def record_bytes(
+        self, scope: Scope, collection: str, *, since: datetime | None = None, overhead: int = 0
+    ) -> int:
+        """The records `records` yields for these arguments, summed in one query: for each,
+        the length of its key, its size and *overhead*. A backup estimates the space it
+        needs with this, where reading every record would cost as much as the backup's own
+        pass over them."""
+        where, params = _records_where(scope, collection, since)
+        sql = f"SELECT COUNT(*), COALESCE(SUM(length(key) + size), 0) FROM records WHERE {where}"
+        conn = self._take_reader()
+        try:
+            count, total = conn.execute(sql, params).fetchone()
+        finally:
+            self._give_back(conn)
+        return int(total) + int(count) * overhead
 
     def open_blob(self, sha256: str) -> BinaryIO:
         """A binary file object reading the blob; FileNotFoundError when it is absent."""

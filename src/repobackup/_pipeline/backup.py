@@ -45,6 +45,7 @@ from .tally import ErrorScope, Phase, RunState
 __all__ = ["absent_ids", "backup_name", "default_since", "file_of", "record_key", "run_backup"]
 
 _package = "repobackup"
+LINE_OVERHEAD = 256  # bytes a record's line takes beside its key, in the space estimate
 REMOTE_IN_FLIGHT = 8  # jobs in flight per worker on an executor of other processes
 
 
@@ -134,12 +135,18 @@ def _matched_anything(source: Source, task: BackupTask) -> bool:
 
 def _estimate(source: Source, scopes: list[Scope], since: datetime | None) -> int:
     """An upper bound of the bytes a backup writes: document lines plus blob sizes."""
+    # A source that can sum its records itself (SQLite's `record_bytes`) is asked to: a
+    # pass over every record here costs as much as the backup's own.
+    summed = getattr(source, "record_bytes", None)
     total = 0
     for scope in scopes:
         with backend_errors(f"estimating {scope}"):
             for collection in source.collections(scope):
+                if callable(summed):
+                    total += summed(scope, collection, since=since, overhead=LINE_OVERHEAD)
+                    continue
                 for record in source.records(scope, collection, since=since):
-                    total += 256 + len(record.key) + record.size
+                    total += LINE_OVERHEAD + len(record.key) + record.size
     return total
 
 
