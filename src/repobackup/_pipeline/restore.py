@@ -5,6 +5,7 @@ Records go in batches, each batch's missing blobs first; nothing in the archive 
 
 from __future__ import annotations
 
+import collections
 import functools
 import io
 import random
@@ -44,6 +45,7 @@ from .tally import ErrorScope, FastFail, RunState
 __all__ = ["run_restore"]
 
 BATCH = 500
+IN_FLIGHT = 2  # batches whose blobs copy while the oldest one's records are written
 
 
 def run_restore(context: RunContext, task: BackupTask, run: RunState) -> str:
@@ -263,8 +265,9 @@ class _Restore:
         self.failed_blobs = failed_blobs_of(reader.manifest)
         self.openers = openers
         self.codec = BlobCodec(compress=self.compressed, sealing=sealing_of(self.reader))
-        self._pending: _Copying | None = None
-        self._failed_before: set[str] = set()
+        self._pending: collections.deque[_Copying] = collections.deque()
+        #: The blobs of the batches in flight, each with the batch that copies it.
+        self._copying: dict[str, _Copying] = {}
 
     def run(self) -> None:
         tree = projects_of(self.reader.manifest, self.reader.location)
@@ -309,16 +312,19 @@ class _Restore:
         for record in batch:
             if record.blob is not None and not record.deleted:
                 run.note_blob(record.blob, file_of(record))
-        started = self._start_blobs(batch)
-        self.flush()
-        self._pending = started
+        self._pending.append(self._start_blobs(batch))
+        while len(self._pending) > IN_FLIGHT:
+            self._finish_oldest()
 
     def flush(self) -> None:
-        """Finish the batch whose blobs are being copied, if any: wait for them, then write
-        its records."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            self._write_records(pending.batch, self._finish_blobs(pending))
+        """Finish every batch whose blobs are being copied, oldest first."""
+        while self._pending:
+            self._finish_oldest()
+
+    def _finish_oldest(self) -> None:
+        """Wait for the blobs of the oldest batch in flight, then write its records."""
+        oldest = self._pending.popleft()
+        self._write_records(oldest.batch, self._finish_blobs(oldest))
 
     def _write_records(self, batch: list[Record], bad: set[str]) -> None:
         run = self.run_state
@@ -341,20 +347,19 @@ class _Restore:
         run.add(records_written=written, records_skipped=len(outcomes) - written)
 
     def _start_blobs(self, batch: list[Record]) -> _Copying:
-        """Start copying the blobs of *batch* the target lacks; a blob the batch before is
+        """Start copying the blobs of *batch* the target lacks; a blob an earlier batch is
         still copying is left to it."""
         run = self.run_state
         needed = sorted({r.blob for r in batch if r.blob is not None and not r.deleted})
         sizes = {r.blob: r.size for r in batch}
-        earlier = self._pending.shas if self._pending is not None else frozenset()
         copying = _Copying(batch)
-        small = SmallBlobs()
+        small = SmallBlobs(remote=not isinstance(self.pool, ThreadPoolExecutor))
 
         def submit(group: list[str]) -> None:
             shas = tuple((sha, sizes[sha]) for sha in group)
             job = RestoreJob(*self.openers, shas, self.codec, fast_fail=run.fast_fail)
             copying.jobs.append((group, self.pool.submit(run_job, job)))
-            copying.shas.update(group)
+            self._copying.update(dict.fromkeys(group, copying))
 
         for sha in needed:
             if sha in self.failed_blobs:
@@ -366,8 +371,8 @@ class _Restore:
                     "the backup recorded this blob as failed; it was never stored",
                 )
                 continue
-            if sha in earlier:
-                copying.after.append(sha)
+            if (owner := self._copying.get(sha)) is not None:
+                copying.after.append((sha, owner))
                 continue
             with backend_errors(f"checking blob {sha}"):
                 present = self.target.has_blob(sha)
@@ -390,33 +395,33 @@ class _Restore:
             except Exception as exc:
                 outcomes = [exc] * len(group)
             for sha, outcome in zip(group, outcomes, strict=True):
+                if self._copying.get(sha) is copying:
+                    del self._copying[sha]
                 if isinstance(outcome, Exception):
                     copying.bad.add(sha)
                     run.add(blobs_failed=1)
                     run.fail(ErrorScope.BLOB, sha, reason(outcome))
                 else:
                     run.add(blobs_written=1, bytes_read=outcome.read, bytes_written=outcome.written)
-        # A blob the batch before copied: there now, as a blob found in the target is,
-        # unless its copy failed (the batch before is finished first).
-        for sha in copying.after:
-            if sha in self._failed_before:
+        # A blob an earlier batch copied: there now, as a blob found in the target is,
+        # unless its copy failed (earlier batches are finished first).
+        for sha, owner in copying.after:
+            if sha in owner.bad:
                 copying.bad.add(sha)
             else:
                 run.add(blobs_reused=1)
-        self._failed_before = copying.bad
         return copying.bad
 
 
 @attrs.define
 class _Copying:
-    """A batch whose blobs are being copied: the jobs started, the blobs they copy, those
-    already failed, and those the batch before it copies."""
+    """A batch whose blobs are being copied: the jobs started, the blobs already failed,
+    and those an earlier batch copies (with that batch)."""
 
     batch: list[Record]
     jobs: list[tuple[list[str], Future[list[Any]]]] = attrs.Factory(list)
-    shas: set[str] = attrs.Factory(set)
     bad: set[str] = attrs.Factory(set)
-    after: list[str] = attrs.Factory(list)
+    after: list[tuple[str, _Copying]] = attrs.Factory(list)
 
 
 class _BkrepoRestore(_Restore):
