@@ -228,6 +228,9 @@ def own_pool(context: RunContext, total_bytes: int | None, fs: Any) -> Executor 
     workers = context.workers(fs)
     if not isinstance(fs, LocalFileSystem) or workers < 2:
         return None
+    # A fork server's children start clean: never a copy of this process's threads and locks.
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return None
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
 
 
@@ -286,9 +289,10 @@ class BlobTransfer:
 
     def _make_spool(self) -> tuple[Any, str]:
         """Where workers leave large finished members: a local temporary folder for threads
-        here, else a hidden folder beside the backup on its store, which workers reach."""
+        or a pool of this machine, else a hidden folder beside the backup on its store,
+        which workers elsewhere reach."""
         assert isinstance(self.writer, ZipWriter)
-        if not self.remote:
+        if not self.remote or self._own is not None:
             self._spool_dir = tempfile.mkdtemp(prefix="repobackup-spool-")
             return LocalFileSystem(), self._spool_dir
         fs = self.writer.fs
