@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import resource
+import signal
 import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import Executor
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from repobackup import Engine, SqliteRepository, SqliteTaskStore, to_json
 
@@ -39,6 +42,7 @@ def _executor(spec: dict[str, Any]) -> Iterator[Executor | None]:
         context = multiprocessing.get_context("forkserver")
         with ProcessPoolExecutor(spec.get("workers"), mp_context=context) as pool:
             yield pool
+            WORKERS_CPU.append(_workers_cpu(pool, spec.get("workers") or os.cpu_count() or 1))
     else:
         import distributed
 
@@ -56,6 +60,26 @@ def _executor(spec: dict[str, Any]) -> Iterator[Executor | None]:
             yield client.get_executor(pure=False, retries=2)
 
 
+#: The CPU seconds the pool's worker processes spent (their own rusage, asked at the end).
+WORKERS_CPU: list[float] = []
+
+
+def _cpu_seconds() -> tuple[int, float]:
+    time.sleep(0.2)  # long enough for every worker to take one of these
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return os.getpid(), usage.ru_utime + usage.ru_stime
+
+
+def _workers_cpu(pool: Executor, workers: int) -> float:
+    """The CPU seconds of the pool's workers so far, each asked once or more."""
+    seen: dict[int, float] = {}
+    for pid, seconds in [
+        f.result() for f in [pool.submit(_cpu_seconds) for _ in range(workers * 2)]
+    ]:
+        seen[pid] = max(seconds, seen.get(pid, 0.0))
+    return round(sum(seen.values()), 3)
+
+
 def _summary(summary: Any) -> dict[str, Any]:
     data = to_json(summary)
     return {
@@ -65,6 +89,25 @@ def _summary(summary: Any) -> dict[str, Any]:
         "errors": (data.get("errors") or [])[:5],
         "notes": data.get("notes"),
     }
+
+
+def _dying(opens: int) -> type[SqliteRepository]:
+    """A repository that kills its process (SIGKILL) as blob *opens* is opened: a run cut
+    short at a known point, for the resumed run after it (blob copies on threads here)."""
+
+    class Dying(SqliteRepository):
+        opened = 0
+
+        def open_blob(self, sha256: str) -> BinaryIO:
+            Dying.opened += 1
+            if Dying.opened >= opens:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return super().open_blob(sha256)
+
+        def reopener(self) -> None:  # type: ignore[override]
+            return None  # copies on threads here, where the opens are counted
+
+    return Dying
 
 
 def backup(spec: dict[str, Any]) -> dict[str, Any]:
@@ -77,7 +120,8 @@ def backup(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("since"):
         content.update(increment=True, incrementDate=spec["since"])
     tasks = SqliteTaskStore(spec["tasks"]) if spec.get("tasks") else None
-    with SqliteRepository(spec["db"], spec["blobs"]) as repo, _executor(spec) as executor:
+    kind = _dying(spec["kill_after"]) if spec.get("kill_after") else SqliteRepository
+    with kind(spec["db"], spec["blobs"]) as repo, _executor(spec) as executor:
         engine = Engine(repo, max_workers=spec.get("workers"), executor=executor, tasks=tasks)
         # A run killed before (see bench.py's resumed run) is ended first, as the CLI does:
         # what it stored waits for this run to resume from.
@@ -128,6 +172,8 @@ def main() -> None:
     spec = json.loads(sys.argv[1])
     result = OPERATIONS[spec["op"]](spec)
     result["hwm_kib"] = _high_water_kib()
+    if WORKERS_CPU:
+        result["workers_cpu"] = WORKERS_CPU[0]
     print(json.dumps(result))
 
 

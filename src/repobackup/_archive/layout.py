@@ -591,15 +591,22 @@ class Limited(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:
-        # Never ask for more than one byte past the limit.
-        want = min(len(buffer), self.limit + 1 - self.count)
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return super().read(-1)  # to the end, a buffer at a time
+        # The bytes as *file* gives them: the default read would copy them twice more, into
+        # a buffer of its own and out again. Never more than one byte past the limit.
+        want = min(size, self.limit + 1 - self.count)
         data = self.file.read(want) if want > 0 else b""
-        count = len(data)
-        buffer[:count] = data
-        self.count += count
+        self.count += len(data)
         if self.count > self.limit:
             raise Overrun(f"{self.what}: longer than the {self.limit} bytes declared")
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        count = len(data)
+        buffer[:count] = data
         return count
 
     def close(self) -> None:

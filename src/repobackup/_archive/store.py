@@ -9,8 +9,10 @@ import contextlib
 import errno
 import os
 import posixpath
+import random
 import secrets
 import shutil
+import time
 from collections.abc import Callable
 from typing import IO, Any, TypeVar, cast
 
@@ -149,11 +151,21 @@ def _ours_worth_retrying(exc: BaseException) -> bool:
 def retrying_whole(what: str, call: Callable[[], T], *, deadline: float = DEADLINE) -> T:
     """`retrying` for a call that is a whole transfer (a blob copied from its source): a
     `StoreError` caused by a transient failure is tried again too, from the start."""
+    started = time.monotonic()
+    try:
+        # The first try goes without tenacity: nearly every transfer succeeds at once, and
+        # the retrier's bookkeeping costs as much as copying a small blob.
+        return call()
+    except Exception as exc:
+        if not _ours_worth_retrying(exc) or time.monotonic() - started >= deadline:
+            raise
+    time.sleep(random.uniform(0, BASE))
     retryer = tenacity.Retrying(
         # Fewer attempts than one request gets: each is a whole transfer, already retried
         # by the store's client for its own blips.
-        stop=tenacity.stop_after_attempt(WHOLE_ATTEMPTS) | tenacity.stop_after_delay(deadline),
-        wait=tenacity.wait_random_exponential(multiplier=BASE, max=MAX_DELAY),
+        stop=tenacity.stop_after_attempt(WHOLE_ATTEMPTS - 1)
+        | tenacity.stop_after_delay(max(0.0, deadline - (time.monotonic() - started))),
+        wait=tenacity.wait_random_exponential(multiplier=2 * BASE, max=MAX_DELAY),
         retry=tenacity.retry_if_exception(_ours_worth_retrying),
         reraise=True,
     )

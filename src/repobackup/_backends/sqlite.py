@@ -94,6 +94,7 @@ _IDENTITY_WHERE = "project_id = ? AND repo_name = ? AND collection = ? AND key =
 BUSY_TIMEOUT = 60.0  # seconds a writer waits for another process's transaction
 FETCH_BATCH = 500  # rows fetched at a time while streaming
 MAX_IDLE_READERS = 8
+FOLDERS_KEPT = 1 << 14  # blob folders remembered as made, at most
 
 
 # What `write_blob` names a blob while it is written: ``<sha256>.<uuid4 hex>.tmp``.
@@ -120,6 +121,20 @@ def _row_to_record(row: tuple[Any, ...]) -> Record:
         size=size,
         deleted=bool(deleted),
     )
+
+
+def _records_where(scope: Scope, collection: str, since: datetime | None) -> tuple[str, list[Any]]:
+    """The WHERE clause (and its parameters) of the records `SqliteRepository.records`
+    yields: live ones, or with *since* those modified at or after it, tombstones included."""
+    check_scope(scope)
+    params: list[Any] = [scope.project_id or "", scope.repo_name or "", collection]
+    where = "project_id = ? AND repo_name = ? AND collection = ?"
+    if since is None:
+        where += " AND deleted = 0"
+    else:
+        where += " AND modified >= ?"
+        params.append(to_micros(check_aware(since, "since")))
+    return where, params
 
 
 class SqliteRepository(RepositoryBase):
@@ -166,6 +181,8 @@ class SqliteRepository(RepositoryBase):
         # Local blobs go through os and io directly: fsspec's wrappers cost more than reading
         # or writing a small blob does.
         self._local = isinstance(fs, LocalFileSystem)
+        #: Blob folders this object made or found, so that each is made once (bounded).
+        self._folders: set[str] = set()
         # A local store is remembered by its absolute path, so a reopener works from any cwd.
         self._blobs = self._root if self._local else url
         self._lock = threading.Lock()
@@ -213,6 +230,12 @@ class SqliteRepository(RepositoryBase):
     def blobs(self) -> str:
         """Where the blobs live: an absolute local path or the fsspec URL given."""
         return self._blobs
+
+    @property
+    def local_blobs(self) -> bool:
+        """Whether the blobs are on a local disk, which other processes of this machine reach
+        as this one does (a run may copy them on a process pool)."""
+        return self._local
 
     def close(self) -> None:
         """Close the database connections; streams still open close theirs when they end.
@@ -357,16 +380,9 @@ class SqliteRepository(RepositoryBase):
         Without *since*: live records only. With *since*: records modified at or after it,
         tombstones included.
         """
-        check_scope(scope)
-        params: list[Any] = [scope.project_id or "", scope.repo_name or "", collection]
-        sql = f"SELECT {_COLUMNS} FROM records WHERE project_id = ? AND repo_name = ?"
-        sql += " AND collection = ?"
-        if since is None:
-            sql += " AND deleted = 0"
-        else:
-            sql += " AND modified >= ?"
-            params.append(to_micros(check_aware(since, "since")))
-        return map(_row_to_record, self._stream(sql + " ORDER BY key", params))
+        where, params = _records_where(scope, collection, since)
+        sql = f"SELECT {_COLUMNS} FROM records WHERE {where} ORDER BY key"
+        return map(_row_to_record, self._stream(sql, params))
 
     def measure(self, scope: Scope, *, since: datetime | None = None) -> ScopeSize:
         """What `records` gives for every collection of *scope* (with *since* as there),
@@ -549,10 +565,19 @@ class SqliteRepository(RepositoryBase):
         if not self._local:
             self._fs.makedirs(posixpath.dirname(path), exist_ok=True)
             return cast(BinaryIO, self._fs.open(path, "wb"))
+        folder = posixpath.dirname(path)
+        if folder not in self._folders:
+            # A restore makes most blob folders new: one mkdir first costs less than an open
+            # that fails and then os.makedirs, which asks whether each parent exists.
+            with contextlib.suppress(FileExistsError, FileNotFoundError):
+                os.mkdir(folder)
+            if len(self._folders) >= FOLDERS_KEPT:
+                self._folders.clear()
+            self._folders.add(folder)
         try:
             return open(path, "wb")
         except FileNotFoundError:
-            os.makedirs(posixpath.dirname(path), exist_ok=True)
+            os.makedirs(folder, exist_ok=True)
             return open(path, "wb")
 
     def _blob_path(self, sha256: str) -> str:

@@ -38,6 +38,7 @@ from .._version import __version__
 from ..exceptions import InsufficientSpaceError, RepoBackupError, backend_errors
 from .blobs import BlobPump, BlobTransfer, SeenBlobs
 from .context import RunContext
+from .jobs import PRIVATE_FILE, PRIVATE_FOLDER
 from .resume import (
     adopt,
     discard_leftover,
@@ -52,7 +53,8 @@ from .tally import ErrorScope, Phase, RunState
 __all__ = ["absent_ids", "backup_name", "default_since", "file_of", "record_key", "run_backup"]
 
 _package = "repobackup"
-REMOTE_IN_FLIGHT = 32  # jobs in flight per worker on an executor of other processes
+LINE_OVERHEAD = 256  # bytes a record's line takes beside its key, in the space estimate
+REMOTE_IN_FLIGHT = 8  # jobs in flight per worker on an executor of other processes
 
 
 @attrs.frozen
@@ -146,7 +148,7 @@ def _estimate(source: Source, scopes: list[Scope], since: datetime | None, run: 
     for scope in scopes:
         with backend_errors(f"estimating {scope}"):
             size = _measure(source, scope, since, run)
-        total += 256 * size.records + size.key_chars + size.blob_bytes
+        total += LINE_OVERHEAD * size.records + size.key_chars + size.blob_bytes
         files += size.blobs
         blob_bytes += size.blob_bytes
     run.total_files, run.total_bytes = files, blob_bytes
@@ -225,8 +227,7 @@ def _plan(context: RunContext, task: BackupTask, run: RunState, started: datetim
     return _Plan(name, path, location, task_dir, fs, scopes, since, follows)
 
 
-PRIVATE_FOLDER = 0o700
-PRIVATE_FILE = 0o600
+BLOBS = "blobs"  # the folder of a backup that `blob_member` puts every blob under
 
 
 def reservation(task_dir: str, final: str) -> str:
@@ -255,7 +256,10 @@ def _release(task_dir: str, final: str) -> None:
 
 
 def _make_private(path: str) -> None:
-    """Files 0600 and folders 0700 throughout the local backup at *path*."""
+    """Files 0600 and folders 0700 throughout the local backup at *path*. The blobs are
+    created so by the copies that write them (see `jobs`): their thousands of files and
+    folders are not walked again, which on a local disk costs about as much as copying
+    them."""
     if os.path.isfile(path):
         os.chmod(path, PRIVATE_FILE)
         return
@@ -263,6 +267,8 @@ def _make_private(path: str) -> None:
     for folder, dirs, files in os.walk(path):
         for name in dirs:
             os.chmod(os.path.join(folder, name), PRIVATE_FOLDER)
+        if folder == path and BLOBS in dirs:
+            dirs.remove(BLOBS)
         for name in files:
             os.chmod(os.path.join(folder, name), PRIVATE_FILE)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import multiprocessing
 import os
 import posixpath
 import queue
@@ -15,7 +16,7 @@ import shutil
 import sqlite3
 import tempfile
 import uuid
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
 from fsspec.implementations.local import LocalFileSystem
@@ -41,15 +42,21 @@ __all__ = [
 SMALL_BLOB = 256 * 1024  # blobs up to this size are copied several to a job
 BLOBS_PER_JOB = 16
 BYTES_PER_JOB = 1 << 20
+#: A job sent to another process or machine takes a round trip through pipes or the network
+#: to start and to report: larger groups there keep its workers from waiting for work.
+REMOTE_BLOBS_PER_JOB = 64
+REMOTE_BYTES_PER_JOB = 4 << 20
 
 
 class SmallBlobs:
     """Gathers small blobs into groups copied by one job each: handing a job from one thread
     to another costs about as much as copying a small blob does."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, remote: bool = False) -> None:
         self._group: list[str] = []
         self._bytes = 0
+        self._most = REMOTE_BLOBS_PER_JOB if remote else BLOBS_PER_JOB
+        self._most_bytes = REMOTE_BYTES_PER_JOB if remote else BYTES_PER_JOB
 
     def add(self, sha256: str, size: int) -> list[str] | None:
         """Add a blob of *size* bytes (as its record says); return a group ready to go, which
@@ -58,7 +65,7 @@ class SmallBlobs:
             return [sha256]
         self._group.append(sha256)
         self._bytes += size
-        if len(self._group) >= BLOBS_PER_JOB or self._bytes >= BYTES_PER_JOB:
+        if len(self._group) >= self._most or self._bytes >= self._most_bytes:
             return self.take()
         return None
 
@@ -80,7 +87,7 @@ class BlobPump:
         # Jobs report here as they finish, in whatever order: waiting for the oldest would
         # leave the other workers idle behind one large blob.
         self._finished: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
-        self._small = SmallBlobs()
+        self._small = SmallBlobs(remote=transfer.remote)
         self._sizes: dict[str, int] = {}
         #: Blobs (and their bytes) an interrupted run had stored and this one moved in.
         self.resumed = 0
@@ -98,6 +105,10 @@ class BlobPump:
             self._submit(group)
 
     def _submit(self, group: list[str]) -> None:
+        # What has finished is taken at once: a zip's members wait in memory until then.
+        with contextlib.suppress(queue.Empty):
+            while self.pending:
+                self._reap(self._finished.get_nowait())
         while len(self.pending) >= self.limit:
             self._reap(self._finished.get())
         shas = tuple((sha, self._sizes.pop(sha)) for sha in group)
@@ -155,33 +166,89 @@ def reason(exc: BaseException) -> str:
 
 
 class SeenBlobs:
-    """The blobs a backup already holds, on disk in a temporary SQLite table: memory stays
-    flat with a million distinct blobs."""
+    """The blobs a backup already holds: the latest in a set of bounded size, the rest on
+    disk in a temporary SQLite table, so memory stays flat with a million distinct blobs and
+    a backup of fewer than `MEMORY` never asks SQLite at all."""
+
+    #: Blobs kept in memory before they move to the table, in one transaction.
+    MEMORY = 1 << 16
 
     def __init__(self) -> None:
-        self._db = sqlite3.connect("", check_same_thread=False)
-        self._db.execute("CREATE TABLE seen (sha BLOB PRIMARY KEY) WITHOUT ROWID")
+        self._recent: set[bytes] = set()
+        self._db: sqlite3.Connection | None = None
 
     def add(self, sha256: str) -> bool:
         """Record *sha256*; True when it was not seen before."""
-        cursor = self._db.execute("INSERT OR IGNORE INTO seen VALUES (?)", (bytes.fromhex(sha256),))
-        return cursor.rowcount == 1
+        key = bytes.fromhex(sha256)
+        if key in self._recent or self._stored(key):
+            return False
+        self._recent.add(key)
+        if len(self._recent) >= self.MEMORY:
+            self._spill()
+        return True
 
     def __contains__(self, sha256: str) -> bool:
         try:
             key = bytes.fromhex(sha256)
         except ValueError:
             return False
-        row = self._db.execute("SELECT 1 FROM seen WHERE sha = ?", (key,)).fetchone()
-        return row is not None
+        return key in self._recent or self._stored(key)
+
+    def _stored(self, key: bytes) -> bool:
+        if self._db is None:
+            return False
+        return self._db.execute("SELECT 1 FROM seen WHERE sha = ?", (key,)).fetchone() is not None
+
+    def _spill(self) -> None:
+        if self._db is None:
+            self._db = sqlite3.connect("", check_same_thread=False)
+            self._db.execute("CREATE TABLE seen (sha BLOB PRIMARY KEY) WITHOUT ROWID")
+        with self._db:
+            rows = ((key,) for key in self._recent)
+            self._db.executemany("INSERT OR IGNORE INTO seen VALUES (?)", rows)
+        self._recent.clear()
 
     def close(self) -> None:
-        self._db.close()
+        self._recent.clear()
+        if self._db is not None:
+            self._db.close()
+
+
+#: A run given no executor that moves at least this many bytes of blobs between local
+#: folders runs its blob jobs on a process pool of its own (see `own_pool`).
+OWN_POOL_BYTES = 256 << 20
+
+
+def own_pool(context: RunContext, total_bytes: int | None, fs: Any) -> Executor | None:
+    """A process pool of the run's own for its blob jobs, or None for threads here.
+
+    Measured on two cores, a pool copies a large run's blobs 20-30% faster than threads
+    do: each copy is mostly hashing, compressing and system calls, but the Python between
+    them holds the one lock threads share. A pool costs about half a second to start, so it
+    is for large runs only, and for local disks, where threads wait on that lock, not on a
+    network as they do on an object store. It is made only when the engine has no executor
+    of its own; the caller shuts it down."""
+    if context.executor is not None or total_bytes is None or total_bytes < OWN_POOL_BYTES:
+        return None
+    workers = context.workers(fs)
+    if not isinstance(fs, LocalFileSystem) or workers < 2:
+        return None
+    # A fork server's children start clean: never a copy of this process's threads and locks.
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return None
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
+
+
+def source_is_local(backend: Any) -> bool:
+    """Whether *backend* keeps its blobs on a local disk (`SqliteRepository.local_blobs`):
+    one a process of this machine reopens and finds the same."""
+    return getattr(backend, "local_blobs", False) is True
 
 
 class BlobTransfer:
     """Decides where blob jobs run: on the engine's executor when the source can be
-    reopened elsewhere, else on threads here (the same jobs, given the source itself)."""
+    reopened elsewhere (or on a pool of the run's own, see `own_pool`), else on threads here
+    (the same jobs, given the source itself)."""
 
     def __init__(
         self,
@@ -197,14 +264,21 @@ class BlobTransfer:
         self.fast_fail = run.fast_fail
         self.codec = BlobCodec(compress=writer.compressed, sealing=sealing_of(writer))
         self.leftover = leftover
-        self._own: ThreadPoolExecutor | None = None
+        self._own: Executor | None = None
         self._spool_dir: str | None = None
-        reopen = source.reopener() if context.executor is not None else None
-        if context.executor is not None and reopen is not None:
-            self.executor: Executor = context.executor
+        pool = None
+        if source_is_local(source):
+            pool = own_pool(context, run.total_bytes, getattr(writer, "fs", None))
+        given = context.executor or pool
+        reopen = source.reopener() if given is not None else None
+        if given is not None and reopen is not None:
+            self.executor: Executor = given
             self.source: Any = reopen
             self.remote = True
+            self._own = pool
         else:
+            if pool is not None:
+                pool.shutdown()
             if context.executor is not None:
                 run.notes.append(
                     "blobs moved on threads, not on the given executor: "
@@ -220,9 +294,10 @@ class BlobTransfer:
 
     def _make_spool(self) -> tuple[Any, str]:
         """Where workers leave large finished members: a local temporary folder for threads
-        here, else a hidden folder beside the backup on its store, which workers reach."""
+        or a pool of this machine, else a hidden folder beside the backup on its store,
+        which workers elsewhere reach."""
         assert isinstance(self.writer, ZipWriter)
-        if not self.remote:
+        if not self.remote or self._own is not None:
             self._spool_dir = tempfile.mkdtemp(prefix="repobackup-spool-")
             return LocalFileSystem(), self._spool_dir
         fs = self.writer.fs

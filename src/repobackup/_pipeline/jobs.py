@@ -301,15 +301,39 @@ def _open_for_writing(fs: Any, path: str) -> IO[bytes]:
     local = isinstance(fs, LocalFileSystem)
     if folder not in _made:
         if local:
-            os.makedirs(folder, exist_ok=True)
+            _make_local_folder(folder)
         else:
             fs.makedirs(folder, exist_ok=True)
         if len(_made) >= _MADE_MAX:
             _made.clear()
         _made.add(folder)
     if local:
-        return open(path, "wb")
+        return open(os.open(path, _CREATE, PRIVATE_FILE), "wb")
     return cast(IO[bytes], fs.open(path, "wb"))
+
+
+#: Modes of what a blob copy creates on a local disk: backups hold password hashes and
+#: tokens, so they are the owner's alone from the start, whatever the umask.
+PRIVATE_FOLDER = 0o700
+PRIVATE_FILE = 0o600
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+
+
+def _make_local_folder(folder: str) -> None:
+    """*folder* and any missing parent made private. One mkdir in the usual case (a new
+    leaf under a parent that is there), where os.makedirs first asks whether each parent
+    exists, and makes the parents with the default mode."""
+    try:
+        os.mkdir(folder, PRIVATE_FOLDER)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        parent = os.path.dirname(folder)
+        if not parent or parent == folder:
+            raise
+        _make_local_folder(parent)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder, PRIVATE_FOLDER)
 
 
 def _write_member(folder: tuple[Any, str], member: str, content: Iterator[bytes]) -> int:
@@ -379,21 +403,34 @@ def _reuse(
     member = blob_member(sha256, compressed=False)
     old = posixpath.join(old_root, member)
     try:
-        if old_fs.info(old).get("size") != size:
-            return None
-        digest = hashlib.sha256()
-        with old_fs.open(old, "rb") as file:
-            while chunk := file.read(CHUNK):
-                digest.update(chunk)
-        if digest.hexdigest() != sha256:
+        if not _whole(old_fs, old, sha256, size):
             return None
         new = posixpath.join(root, member)
         if new != old:
-            fs.makedirs(posixpath.dirname(new), exist_ok=True)
+            if isinstance(fs, LocalFileSystem):
+                _make_local_folder(posixpath.dirname(new))
+            else:
+                fs.makedirs(posixpath.dirname(new), exist_ok=True)
             fs.mv(old, new)
     except (OSError, RepoBackupError, ValueError):
         return None
     return Stored(sha256, size, 0, reused=True)
+
+
+def _whole(fs: Any, path: str, sha256: str, size: int) -> bool:
+    """Whether the file at *path* holds *size* bytes hashing to *sha256*."""
+    local = isinstance(fs, LocalFileSystem)
+    if not local and fs.info(path).get("size") != size:
+        return False
+    digest = hashlib.sha256()
+    # Straight through `io` on a local disk: fsspec's info and file wrapper cost more than
+    # checking a small blob does.
+    with open(path, "rb") if local else fs.open(path, "rb") as file:
+        if local and os.fstat(file.fileno()).st_size != size:
+            return False
+        while chunk := file.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest() == sha256
 
 
 def _restore_one(job: RestoreJob, sha256: str, size: int) -> Stored:

@@ -5,6 +5,7 @@ Records go in batches, each batch's missing blobs first; nothing in the archive 
 
 from __future__ import annotations
 
+import collections
 import functools
 import io
 import random
@@ -13,6 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import IO, Any
 
+import attrs
 import zstandard
 
 from .._archive.bkrepo import BkrepoProblem
@@ -43,6 +45,7 @@ from .tally import ErrorScope, FastFail, RunState
 __all__ = ["run_restore"]
 
 BATCH = 500
+IN_FLIGHT = 2  # batches whose blobs copy while the oldest one's records are written
 
 
 def run_restore(context: RunContext, task: BackupTask, run: RunState) -> str:
@@ -249,6 +252,9 @@ class _Restore:
         self.failed_blobs = failed_blobs_of(reader.manifest)
         self.openers = openers
         self.codec = BlobCodec(compress=self.compressed, sealing=sealing_of(self.reader))
+        self._pending: collections.deque[_Copying] = collections.deque()
+        #: The blobs of the batches in flight, each with the batch that copies it.
+        self._copying: dict[str, _Copying] = {}
 
     def run(self) -> None:
         tree = projects_of(self.reader.manifest, self.reader.location)
@@ -283,15 +289,32 @@ class _Restore:
                     self.batch(batch)
             except StoreError as exc:  # the member could not be read whole, retries included
                 run.fail(ErrorScope.MEMBER, entry["path"], exc.message)
+        self.flush()
 
     def batch(self, batch: list[Record]) -> None:
         """Restore one batch of records: first the blobs the target lacks, then the records
-        whose blobs are there."""
+        whose blobs are there. The batch's blobs are started before the previous batch is
+        finished, so the workers copy while the records of the last one are written."""
         run = self.run_state
         for record in batch:
             if record.blob is not None and not record.deleted:
                 run.note_blob(record.blob, file_of(record))
-        bad = self._copy_blobs(batch)
+        self._pending.append(self._start_blobs(batch))
+        while len(self._pending) > IN_FLIGHT:
+            self._finish_oldest()
+
+    def flush(self) -> None:
+        """Finish every batch whose blobs are being copied, oldest first."""
+        while self._pending:
+            self._finish_oldest()
+
+    def _finish_oldest(self) -> None:
+        """Wait for the blobs of the oldest batch in flight, then write its records."""
+        oldest = self._pending.popleft()
+        self._write_records(oldest.batch, self._finish_blobs(oldest))
+
+    def _write_records(self, batch: list[Record], bad: set[str]) -> None:
+        run = self.run_state
         keep = []
         for record in batch:
             if record.blob in bad and not record.deleted:
@@ -310,29 +333,33 @@ class _Restore:
         written = sum(1 for o in outcomes if o is Outcome.WRITTEN)
         run.add(records_written=written, records_skipped=len(outcomes) - written)
 
-    def _copy_blobs(self, batch: list[Record]) -> set[str]:
-        """Copy the blobs of *batch* the target lacks; return those that failed."""
+    def _start_blobs(self, batch: list[Record]) -> _Copying:
+        """Start copying the blobs of *batch* the target lacks; a blob an earlier batch is
+        still copying is left to it."""
         run = self.run_state
         needed = sorted({r.blob for r in batch if r.blob is not None and not r.deleted})
         sizes = {r.blob: r.size for r in batch}
-        small = SmallBlobs()
-        jobs: list[tuple[list[str], Future[list[Any]]]] = []
+        copying = _Copying(batch)
+        small = SmallBlobs(remote=not isinstance(self.pool, ThreadPoolExecutor))
 
         def submit(group: list[str]) -> None:
             shas = tuple((sha, sizes[sha]) for sha in group)
             job = RestoreJob(*self.openers, shas, self.codec, fast_fail=run.fast_fail)
-            jobs.append((group, self.pool.submit(run_job, job)))
+            copying.jobs.append((group, self.pool.submit(run_job, job)))
+            self._copying.update(dict.fromkeys(group, copying))
 
-        bad: set[str] = set()
         for sha in needed:
             if sha in self.failed_blobs:
-                bad.add(sha)
+                copying.bad.add(sha)
                 run.add(blobs_failed=1)
                 run.fail(
                     ErrorScope.BLOB,
                     sha,
                     "the backup recorded this blob as failed; it was never stored",
                 )
+                continue
+            if (owner := self._copying.get(sha)) is not None:
+                copying.after.append((sha, owner))
                 continue
             with backend_errors(f"checking blob {sha}"):
                 present = self.target.has_blob(sha)
@@ -342,7 +369,12 @@ class _Restore:
                 submit(group)
         if group := small.take():
             submit(group)
-        for group, future in jobs:
+        return copying
+
+    def _finish_blobs(self, copying: _Copying) -> set[str]:
+        """Wait for the copies *copying* started; return the blobs of its batch that failed."""
+        run = self.run_state
+        for group, future in copying.jobs:
             try:
                 outcomes = future.result()
             except FastFail:
@@ -350,13 +382,33 @@ class _Restore:
             except Exception as exc:
                 outcomes = [exc] * len(group)
             for sha, outcome in zip(group, outcomes, strict=True):
+                if self._copying.get(sha) is copying:
+                    del self._copying[sha]
                 if isinstance(outcome, Exception):
-                    bad.add(sha)
+                    copying.bad.add(sha)
                     run.add(blobs_failed=1)
                     run.fail(ErrorScope.BLOB, sha, reason(outcome))
                 else:
                     run.add(blobs_written=1, bytes_read=outcome.read, bytes_written=outcome.written)
-        return bad
+        # A blob an earlier batch copied: there now, as a blob found in the target is,
+        # unless its copy failed (earlier batches are finished first).
+        for sha, owner in copying.after:
+            if sha in owner.bad:
+                copying.bad.add(sha)
+            else:
+                run.add(blobs_reused=1)
+        return copying.bad
+
+
+@attrs.define
+class _Copying:
+    """A batch whose blobs are being copied: the jobs started, the blobs already failed,
+    and those an earlier batch copies (with that batch)."""
+
+    batch: list[Record]
+    jobs: list[tuple[list[str], Future[list[Any]]]] = attrs.Factory(list)
+    bad: set[str] = attrs.Factory(set)
+    after: list[tuple[str, _Copying]] = attrs.Factory(list)
 
 
 class _BkrepoRestore(_Restore):
@@ -376,6 +428,7 @@ class _BkrepoRestore(_Restore):
                 continue
             for batch in _batches(backup.records(scope)):
                 self.batch(batch)
+        self.flush()
 
     def _problem(self, problem: BkrepoProblem) -> None:
         """Hostile entries and malformed lines are errors of the run (raising under
