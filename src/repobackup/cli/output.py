@@ -15,12 +15,13 @@ from typing import IO, TYPE_CHECKING, Any
 
 import attrs
 
+from .._model.task import BackupTask, ExecutionStrategy
 from .words import plural, size
 
 if TYPE_CHECKING:
     from .._pipeline.tally import Progress
 
-__all__ = ["Column", "Output", "plural", "size", "when"]
+__all__ = ["Column", "Output", "plural", "schedule", "size", "when"]
 
 PLAIN_WIDTH = 120
 """The width a plain table is fitted to, so that a listing reads in a 120-column terminal."""
@@ -30,6 +31,18 @@ MIN_CUT = 4  # a column cut narrower than this says nothing
 def when(value: Any) -> str:
     """An aware datetime to the second, or "" for None."""
     return "" if value is None else value.isoformat(timespec="seconds")
+
+
+def schedule(task: BackupTask) -> str:
+    """A task's execution plan in a few words: ``cron 0 2 * * *``, ``at <time>``, or
+    ``immediately``."""
+    setting = task.backup_setting
+    plan = setting.execution_plan
+    if setting.execution_strategy is ExecutionStrategy.CRON_EXPRESSION:
+        return f"cron {plan.cron_expression}"
+    if setting.execution_strategy is ExecutionStrategy.SPECIFIED_TIME:
+        return f"at {when(plan.execute_time)}"
+    return "immediately"
 
 
 @attrs.frozen

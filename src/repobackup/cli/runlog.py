@@ -7,9 +7,9 @@ import threading
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .._model.task import BackupTask, ExecutionStrategy, RunSummary, TaskState
+from .._model.task import BackupTask, RunSummary, TaskState
 from .exits import run_outcome
-from .output import Output, plural, size
+from .output import Output, plural, schedule, size
 
 if TYPE_CHECKING:
     from .._engine.engine import Engine
@@ -58,14 +58,14 @@ class RunLog:
                     "type": task.type.value,
                     "kind": _kind(task),
                     "trigger": trigger,
-                    "plan": _plan(task),
+                    "plan": schedule(task),
                     "storeLocation": task.store_location,
                 }
             )
         else:
             self.out.say(
                 f"{_stamp()} start {_kind(task)} {task.name!r} (task {task.id}) "
-                f"to {task.store_location}, trigger {trigger} ({_plan(task)})"
+                f"to {task.store_location}, trigger {trigger} ({schedule(task)})"
             )
 
     def finished(self, task: BackupTask, summary: RunSummary) -> None:
@@ -96,17 +96,6 @@ class RunLog:
             self.out.json_line({"time": _stamp(), "event": "scheduler", "message": text, **fields})
         else:
             self.out.say(f"{_stamp()} {text}")
-
-
-def _plan(task: BackupTask) -> str:
-    """The task's execution plan in a few words: ``cron 0 2 * * *``, ``at <time>``, ``now``."""
-    setting = task.backup_setting
-    plan = setting.execution_plan
-    if setting.execution_strategy is ExecutionStrategy.CRON_EXPRESSION:
-        return f"cron {plan.cron_expression}"
-    if setting.execution_strategy is ExecutionStrategy.SPECIFIED_TIME:
-        return f"at {_stamp(plan.execute_time)}"
-    return "now"
 
 
 def _first_error(summary: RunSummary) -> str | None:

@@ -10,12 +10,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._model.convert import to_json
-from .._model.task import BackupTask, ExecutionStrategy, RunSummary, TaskState
+from .._model.task import BackupTask, RunSummary, TaskState
 from .._tasks.store import TaskStore
 from .exits import EXIT_OK
 from .opening import all_tasks, open_existing_task_store, resolve_task
 from .options import Parents, positive
-from .output import Column, Output, plural, when
+from .output import Column, Output, plural, schedule, when
 
 __all__ = ["register", "short_ids"]
 
@@ -177,16 +177,6 @@ def short_ids(store: TaskStore) -> dict[str, str]:
     return shown
 
 
-def _schedule(task: BackupTask) -> str:
-    setting = task.backup_setting
-    plan = setting.execution_plan
-    if setting.execution_strategy is ExecutionStrategy.CRON_EXPRESSION:
-        return f"cron {plan.cron_expression}"
-    if setting.execution_strategy is ExecutionStrategy.SPECIFIED_TIME:
-        return f"at {when(plan.execute_time)}"
-    return "immediately"
-
-
 def _show(args: argparse.Namespace, out: Output) -> int:
     with contextlib.ExitStack() as stack:
         store = open_existing_task_store(stack, args.tasks_db, args.repository)
@@ -207,7 +197,7 @@ def _task_pairs(task: BackupTask) -> list[tuple[str, str]]:
         ("name", task.name),
         ("type", task.type.value),
         ("state", task.state.value),
-        ("schedule", _schedule(task) + ("" if task.enabled else " (disabled)")),
+        ("schedule", schedule(task) + ("" if task.enabled else " (disabled)")),
         ("storeLocation", task.store_location),
         ("content", json.dumps(to_json(task.content), ensure_ascii=False)),
         ("created", f"{when(task.created_date)} by {task.created_by or ''}"),
