@@ -122,7 +122,11 @@ def backup(spec: dict[str, Any]) -> dict[str, Any]:
     tasks = SqliteTaskStore(spec["tasks"]) if spec.get("tasks") else None
     kind = _dying(spec["kill_after"]) if spec.get("kill_after") else SqliteRepository
     with kind(spec["db"], spec["blobs"]) as repo, _executor(spec) as executor:
-        engine = Engine(repo, max_workers=spec.get("workers"), executor=executor, tasks=tasks)
+        # processes=True: as the command line has it (this script keeps its work under a
+        # main guard, so a pool's workers may import it).
+        engine = Engine(
+            repo, max_workers=spec.get("workers"), executor=executor, tasks=tasks, processes=True
+        )
         # A run killed before (see bench.py's resumed run) is ended first, as the CLI does:
         # what it stored waits for this run to resume from.
         engine.recover_interrupted()
@@ -138,7 +142,7 @@ def backup(spec: dict[str, Any]) -> dict[str, Any]:
 def restore(spec: dict[str, Any]) -> dict[str, Any]:
     """A restore of the backup at ``location`` into a new repository at ``db``/``blobs``."""
     with SqliteRepository(spec["db"], spec["blobs"]) as repo, _executor(spec) as executor:
-        engine = Engine(repo, max_workers=spec.get("workers"), executor=executor)
+        engine = Engine(repo, max_workers=spec.get("workers"), executor=executor, processes=True)
         task = engine.create_task(
             {
                 "name": "restore",

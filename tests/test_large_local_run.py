@@ -1,11 +1,14 @@
-"""A large backup between local folders with no executor given: the engine moves its blobs
-on a process pool of its own; the backups it writes verify and restore identical."""
+"""A large backup between local folders with no executor given: with ``processes=True`` the
+engine moves its blobs on a process pool of its own, and the backups it writes verify and
+restore identical; by default a script without a main guard backs up on threads."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,7 +46,7 @@ def test_large_local_backup_restores_identical(tmp_path: Path, compression: bool
     store = tmp_path / "store"
     with (
         SqliteRepository(str(tmp_path / "repo.db"), create=False) as source,
-        Engine(source) as engine,
+        Engine(source, processes=True) as engine,
     ):
         summary = engine.execute(
             engine.create_task(
@@ -80,3 +83,33 @@ def test_large_local_backup_restores_identical(tmp_path: Path, compression: bool
     for full_path, digest in files.items():
         assert hashlib.sha256(target.read_file("p", "r", full_path)).hexdigest() == digest
     target.close()
+
+
+UNGUARDED = """
+import sys
+from repobackup import Engine, SqliteRepository
+
+# No `if __name__ == "__main__":` here: a process pool's workers would run this again.
+with SqliteRepository(sys.argv[1], create=False) as source, Engine(source) as engine:
+    summary = engine.execute(engine.create_task({
+        "name": "plain", "storeLocation": sys.argv[2],
+        "content": {"projects": [{"projectId": "p"}]},
+    }))
+print(summary.state.value, summary.counts.blobs_written, len(summary.notes))
+"""
+
+
+def test_a_script_without_a_main_guard_backs_up_on_threads(tmp_path: Path) -> None:
+    """The library's default starts no process pool: a script with its backup at the top
+    level (as the docs' examples are) backs up 300 MiB in one process, once."""
+    files = build(tmp_path)
+    script = tmp_path / "nightly.py"
+    script.write_text(UNGUARDED)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "repo.db"), str(tmp_path / "store")],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[:2] == ["FINISHED", str(len(set(files.values())))]
+    assert "RuntimeError" not in done.stderr
+    assert len(list((tmp_path / "store" / "plain").iterdir())) == 1

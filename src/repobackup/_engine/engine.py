@@ -77,6 +77,7 @@ class Engine:
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
         stale_after: float = STALE_AFTER_SECONDS,
         passphrase: Passphrase | None = None,
+        processes: bool = False,
     ) -> None:
         self.source = source
         #: What opens (and first creates) the keys of encrypted tasks: a str, bytes, or a
@@ -93,6 +94,9 @@ class Engine:
         self._run_workers = max_workers
         self.max_workers = max_workers or default_workers()
         self.executor = executor
+        # A process pool's workers import the program's main module: only a program that
+        # guards it (as the command line does) may let the engine start one by itself.
+        self.processes = processes
         self.on_progress = on_progress
         self.storage_options = dict(storage_options or {})
         self.user = user
@@ -387,6 +391,7 @@ class Engine:
             tz=self.tz,
             now=self.now,
             history=self.tasks.runs,
+            processes=self.processes,
         )
 
     def _finish(

@@ -227,8 +227,12 @@ def own_pool(context: RunContext, total_bytes: int | None, fs: Any) -> Executor 
     them holds the one lock threads share. A pool costs about half a second to start, so it
     is for large runs only, and for local disks, where threads wait on that lock, not on a
     network as they do on an object store. It is made only when the engine has no executor
-    of its own; the caller shuts it down."""
-    if context.executor is not None or total_bytes is None or total_bytes < OWN_POOL_BYTES:
+    of its own and was let (`Engine(processes=True)`: each worker imports the program's main
+    module, which must keep its work under ``if __name__ == "__main__":``); the caller shuts
+    it down."""
+    if not context.processes or context.executor is not None:
+        return None
+    if total_bytes is None or total_bytes < OWN_POOL_BYTES:
         return None
     workers = context.workers(fs)
     if not isinstance(fs, LocalFileSystem) or workers < 2:

@@ -37,6 +37,8 @@ class RunContext:
     now: Callable[[], datetime]
     #: The run history of a task, newest first (incremental backups follow the last one).
     history: Callable[[str], Sequence[RunSummary]]
+    #: Whether a large local run given no executor may start a process pool of its own.
+    processes: bool = False
 
     def workers(self, fs: Any) -> int:
         """How many blob jobs run at once for a run writing to or reading from *fs*."""

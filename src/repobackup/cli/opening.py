@@ -164,6 +164,9 @@ def open_engine(
         passphrase=read_passphrase(args),
         # A bk-repo backup's offset-less times are read in the engine's zone.
         tz=getattr(args, "source_zone", None),
+        # The command line's entry points keep their work under a main guard, so a large
+        # local run may copy on a process pool of its own.
+        processes=True,
     )
     stack.callback(engine.close)
     return engine
