@@ -505,73 +505,37 @@ class TestCommandLine:
         db = tmp_path / "source.db"
         monkeypatch.delenv("REPOBACKUP_PASSWORD", raising=False)
         common = ["--repository", db, "--store", store, "--all", "--name", "vault"]
-        assert main([str(a) for a in ["backup", *common, "--encrypt"]]) != EXIT_OK
+
+        def cli(*argv: object) -> int:
+            return main([str(a) for a in argv])
+
+        assert cli("backup", *common, "--encrypt") != EXIT_OK
         assert "no passphrase" in capsys.readouterr().err
-        code = main([str(a) for a in ["backup", *common, "--encrypt", "--password-file", one]])
+        code = cli("backup", *common, "--encrypt", "--password-file", one)
         assert code == EXIT_OK, capsys.readouterr()
         folder = store / "vault"
-        assert main(["verify", str(folder)]) == EXIT_FAILED
+        assert cli("verify", folder) == EXIT_FAILED
         assert "could not be read or checked" in capsys.readouterr().out
         monkeypatch.setenv("REPOBACKUP_PASSWORD", "pass-1")
-        assert main(["verify", str(folder)]) == EXIT_OK
+        assert cli("verify", folder) == EXIT_OK
         monkeypatch.delenv("REPOBACKUP_PASSWORD")
         data = {k: v for k, v in stored_files(folder).items() if not k.startswith("keys/")}
-        key = ["key"]
-        assert (
-            main(
-                [
-                    *key,
-                    "add",
-                    str(folder),
-                    "--password-file",
-                    str(one),
-                    "--new-password-file",
-                    str(two),
-                ]
-            )
-            == EXIT_OK
-        )
-        assert (
-            main(
-                [
-                    *key,
-                    "passwd",
-                    str(folder),
-                    "--password-file",
-                    str(two),
-                    "--new-password-file",
-                    str(three),
-                ]
-            )
-            == EXIT_OK
-        )
+        add = ("key", "add", folder, "--password-file", one, "--new-password-file", two)
+        assert cli(*add) == EXIT_OK
+        passwd = ("--password-file", two, "--new-password-file", three)
+        assert cli("key", "passwd", folder, *passwd) == EXIT_OK
         capsys.readouterr()
-        assert main(["--json", *key, "list", str(folder)]) == EXIT_OK
+        assert cli("--json", "key", "list", folder) == EXIT_OK
         listed = json.loads(capsys.readouterr().out)
         assert len(listed) == 2
         assert len({k["keySet"] for k in listed}) == 1
         first = min(listed, key=lambda k: k["created"])["id"]
-        assert main([*key, "remove", str(folder), first, "--password-file", str(three)]) == EXIT_OK
-        assert (
-            main(
-                [
-                    *key,
-                    "add",
-                    str(folder),
-                    "--password-file",
-                    str(one),
-                    "--new-password-file",
-                    str(two),
-                ]
-            )
-            != EXIT_OK
-        )
+        assert cli("key", "remove", folder, first, "--password-file", three) == EXIT_OK
+        assert cli(*add) != EXIT_OK
         after = {k: v for k, v in stored_files(folder).items() if not k.startswith("keys/")}
         assert after == data
-        assert main(["verify", str(folder), "--password-file", str(three)]) == EXIT_OK
-        assert (
-            main(["verify", str(folder), "--password-file", str(tmp_path / "none")]) == EXIT_USAGE
-        )
+        assert cli("verify", folder, "--password-file", three) == EXIT_OK
+        assert cli("verify", folder, "--password-file", tmp_path / "none") == EXIT_USAGE
 
 
 @settings(
