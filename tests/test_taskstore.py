@@ -16,14 +16,13 @@ import pytest
 import _race_worker
 from repobackup import (
     MemoryTaskStore,
-    RunSummary,
     SqliteTaskStore,
     TaskRunningError,
     TaskState,
     TaskStore,
     to_json,
 )
-from repobackup.testing import CREATED, TaskStoreConformance, make_summary, make_task
+from repobackup.testing import CREATED, TaskStoreConformance, make_summary, make_task, run_times
 
 LATER = CREATED + timedelta(hours=1)
 NOT_RUNNING = [TaskState.PENDING, TaskState.FINISHED, TaskState.FAILED]
@@ -53,18 +52,6 @@ class TestSqliteTaskStore(TaskStoreConformance):
             store.close()
 
 
-def _run_times(store: TaskStore, task_id: str, count: int) -> list[RunSummary]:
-    summaries = []
-    for n in range(count):
-        store.start(task_id, owner=f"run-{n}", now=LATER + timedelta(minutes=n))
-        summary = make_summary(task_id, n)
-        assert store.finish(
-            task_id, owner=f"run-{n}", state=TaskState.FINISHED, summary=summary, now=LATER
-        )
-        summaries.append(summary)
-    return summaries
-
-
 def _leases(store: TaskStore) -> list[tuple[str, str, Any]]:
     return [(lease.task_id, lease.owner, lease.heartbeat) for lease in store.leases()]
 
@@ -77,7 +64,7 @@ class TestSqliteFile:
         assert task.id is not None
         with SqliteTaskStore(path) as store:
             store.create(task)
-            [summary] = _run_times(store, task.id, 1)
+            [summary] = run_times(store, task.id, 1)
             store.start(task.id, owner="alpha", now=LATER)
             expected = store.get(task.id)
         with SqliteTaskStore(str(path)) as store:

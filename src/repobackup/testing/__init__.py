@@ -14,7 +14,7 @@ from .backends import (
     TargetConformance,
     make_record,
 )
-from .tasks import CREATED, TaskStoreConformance, make_summary, make_task
+from .tasks import CREATED, TaskStoreConformance, make_summary, make_task, run_times
 
 __all__ = [
     "AWKWARD_DOCUMENTS",
@@ -26,4 +26,5 @@ __all__ = [
     "make_record",
     "make_summary",
     "make_task",
+    "run_times",
 ]

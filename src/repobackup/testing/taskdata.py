@@ -90,6 +90,8 @@ class Fixtures:
 
 
 def run_times(store: TaskStore, task_id: str, count: int) -> list[RunSummary]:
+    """Run the stored task *count* times, each run FINISHED; return the summaries, oldest
+    first."""
     summaries = []
     for n in range(count):
         store.start(task_id, owner=f"run-{n}", now=LATER + timedelta(minutes=n))

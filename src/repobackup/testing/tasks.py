@@ -28,11 +28,11 @@ and refuses a running one; every bad argument is refused naming it.
 
 from __future__ import annotations
 
-from .taskdata import CREATED, make_summary, make_task
+from .taskdata import CREATED, make_summary, make_task, run_times
 from .tasklisting import _CreateAndGet, _Delete, _Enabled, _LastRunState, _List, _Update
 from .taskruns import _Finish, _Heartbeat, _Runs, _Start, _ThreadRace
 
-__all__ = ["CREATED", "TaskStoreConformance", "make_summary", "make_task"]
+__all__ = ["CREATED", "TaskStoreConformance", "make_summary", "make_task", "run_times"]
 
 
 class TaskStoreConformance(
