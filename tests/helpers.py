@@ -43,6 +43,15 @@ def make_repository() -> MemoryRepository:
     return repo
 
 
+def one_file_database(path: Path) -> Path:
+    """A SQLite repository at *path*: project ``alpha``, repository ``libs``, one file."""
+    with SqliteRepository(path) as repo:
+        repo.put_project("alpha")
+        repo.put_repository("alpha", "libs")
+        repo.put_file("alpha", "libs", "/a.bin", b"alpha bytes")
+    return path
+
+
 @pytest.fixture(name="engine")
 def engine_fixture(tmp_path: Path) -> Iterator[Engine]:
     """An engine on a fresh SQLite repository, closed after the test."""

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from repobackup import SqliteRepository
+from helpers import one_file_database
 from repobackup.cli import EXIT_OK, EXIT_USAGE, main
 
 if TYPE_CHECKING:
@@ -20,12 +20,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(name="source")
 def _source(tmp_path: Path) -> Path:
-    path = tmp_path / "source.db"
-    with SqliteRepository(path) as repo:
-        repo.put_project("alpha")
-        repo.put_repository("alpha", "libs")
-        repo.put_file("alpha", "libs", "/a.bin", b"alpha bytes")
-    return path
+    return one_file_database(tmp_path / "source.db")
 
 
 def backup(source: Path, store: str, *extra: str) -> int:

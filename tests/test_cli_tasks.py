@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from helpers import one_file_database
 from repobackup import Scheduler, SqliteRepository, SqliteTaskStore, TaskState
 from repobackup.cli import EXIT_OK, EXIT_USAGE, main
 
@@ -25,12 +26,7 @@ def _cli(capsys: pytest.CaptureFixture[str]) -> Any:
 
 @pytest.fixture(name="source")
 def _source(tmp_path: Path) -> Path:
-    path = tmp_path / "source.db"
-    with SqliteRepository(path) as repo:
-        repo.put_project("alpha")
-        repo.put_repository("alpha", "libs")
-        repo.put_file("alpha", "libs", "/a.bin", b"alpha bytes")
-    return path
+    return one_file_database(tmp_path / "source.db")
 
 
 def scheduled(cli: Any, source: Path, store: Path, name: str) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 import pytest
 
-from helpers import Clock, last_json
+from helpers import Clock, last_json, make_repository
 from repobackup import Engine, MemoryRepository, SqliteRepository, SqliteTaskStore, TaskState
 from repobackup.cli import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
 from test_cli import cli_process, fill, install_plugin, mid_backup, slow_env, spawn
@@ -35,15 +35,6 @@ def backup_body(store: Path | str, name: str = "nightly", **setting: Any) -> dic
         "content": content,
         "backupSetting": {"executionPlan": {"executeImmediately": False}, **setting},
     }
-
-
-def demo_repository() -> MemoryRepository:
-    repo = MemoryRepository()
-    repo.put_project("demo")
-    repo.put_repository("demo", "libs")
-    repo.put_file("demo", "libs", "/a.jar", b"alpha")
-    repo.put_file("demo", "libs", "/b.jar", b"beta")
-    return repo
 
 
 @pytest.fixture(name="source")
@@ -75,7 +66,7 @@ class TestNothingMatched:
         assert not list(tmp_path.rglob("manifest.json"))
 
     def test_absent_ids_are_errors_of_the_run(self, tmp_path: Path) -> None:
-        engine = Engine(demo_repository())
+        engine = Engine(make_repository())
         entries = [{"projectId": "nosuch"}, {"projectId": "demo", "repoList": ["libs", "gone"]}]
         summary = engine.execute(
             engine.create_task(backup_body(tmp_path, content={"projects": entries}))
@@ -97,7 +88,7 @@ class TestNothingMatched:
 
     def test_increment_with_no_change_is_not_empty(self, tmp_path: Path) -> None:
         clock = Clock(datetime(2026, 3, 1, 2, 0, tzinfo=ZONE))
-        engine = Engine(demo_repository(), clock=clock, tz=ZONE)
+        engine = Engine(make_repository(), clock=clock, tz=ZONE)
         task_id = engine.create_task(
             backup_body(tmp_path, content={"projects": [{"projectId": "demo"}], "increment": True})
         )
@@ -107,7 +98,7 @@ class TestNothingMatched:
         assert again.state is TaskState.FINISHED, again.errors
 
     def test_restore_matching_nothing_fails(self, tmp_path: Path) -> None:
-        engine = Engine(demo_repository())
+        engine = Engine(make_repository())
         done = engine.execute(engine.create_task(backup_body(tmp_path / "s")))
         assert done.location is not None
         target = Engine(MemoryRepository())
@@ -224,8 +215,8 @@ class TestRetention:
         """Two tasks (two repositories) sharing store and name: each one's keepLast leaves
         the other's backups alone."""
         clock = Clock(datetime(2026, 3, 1, 2, 0, tzinfo=ZONE))
-        first = Engine(demo_repository(), clock=clock, tz=ZONE)
-        second = Engine(demo_repository(), clock=clock, tz=ZONE)
+        first = Engine(make_repository(), clock=clock, tz=ZONE)
+        second = Engine(make_repository(), clock=clock, tz=ZONE)
         one = first.create_task(backup_body(tmp_path, retention={"keepLast": 1}))
         two = second.create_task(backup_body(tmp_path, retention={"keepLast": 1}))
         mine = []
@@ -246,7 +237,7 @@ class TestRetention:
         keepMonthly 2: the newest of each of the 3 newest days, 2 newest ISO weeks, 2 newest
         months stay (and the oldest while a rule has buckets left, as restic does)."""
         clock = Clock(datetime(2026, 1, 1, 2, 0, tzinfo=ZONE))
-        engine = Engine(demo_repository(), clock=clock, tz=ZONE)
+        engine = Engine(make_repository(), clock=clock, tz=ZONE)
         task_id = engine.create_task(backup_body(tmp_path))
         names = self.run_days(engine, clock, task_id, 70)
         engine.update_task(
@@ -282,7 +273,7 @@ class TestRetention:
 
     def test_no_retention_after_a_run_with_errors(self, tmp_path: Path) -> None:
         clock = Clock(datetime(2026, 3, 1, 2, 0, tzinfo=ZONE))
-        repo = demo_repository()
+        repo = make_repository()
         engine = Engine(repo, clock=clock, tz=ZONE)
         task_id = engine.create_task(
             backup_body(
@@ -301,7 +292,7 @@ class TestRetention:
     def test_validation_of_the_rules(self, tmp_path: Path) -> None:
         from repobackup import ValidationError
 
-        engine = Engine(demo_repository())
+        engine = Engine(make_repository())
         for key in ("keepLast", "keepDaily", "keepWeekly", "keepMonthly", "keepYearly"):
             with pytest.raises(ValidationError) as caught:
                 engine.create_task(backup_body(tmp_path, retention={key: 0}))
@@ -337,7 +328,7 @@ class TestPrivate:
     def test_files_0600_folders_0700(self, tmp_path: Path, compression: bool) -> None:
         old = os.umask(0o022)
         try:
-            engine = Engine(demo_repository())
+            engine = Engine(make_repository())
             summary = engine.execute(
                 engine.create_task(
                     backup_body(
