@@ -354,7 +354,7 @@ class Engine:
         location: str | None = None
         state = TaskState.FAILED
         try:
-            self._started(task, trigger)
+            self._hook("on_start", self.on_start, task, trigger)
             run.check_cancelled()  # cancelled while it waited for a thread
             with passphrase_scope(self.passphrase):
                 if task.type is TaskType.DATA_RESTORE:
@@ -427,21 +427,22 @@ class Engine:
         self._notify(finished or task, summary)
         return summary
 
-    def _started(self, task: BackupTask, trigger: str) -> None:
-        if self.on_start is not None:
-            try:
-                self.on_start(task, trigger)
-            except Exception:
-                # A broken notification must not stop the run.
-                log.exception("on_start callback failed for task %s", task.id)
+    @staticmethod
+    def _hook(
+        name: str, hook: Callable[..., object] | None, task: BackupTask, *args: object
+    ) -> None:
+        """Call the *name* hook, if set. A broken notification is logged: it must neither
+        stop a run nor undo one that is recorded."""
+        if hook is None:
+            return
+        try:
+            hook(task, *args)
+        except Exception:
+            log.exception("%s callback failed for task %s", name, task.id)
 
     def _notify(self, task: BackupTask, summary: RunSummary) -> None:
-        if self.on_finish is not None:
-            try:
-                self.on_finish(task, summary)
-            except Exception:
-                # The run is over and recorded; a broken notification must not undo that.
-                log.exception("on_finish callback failed for task %s", task.id)
+        """``on_finish``, for a run ended here or by recovery."""
+        self._hook("on_finish", self.on_finish, task, summary)
 
     # ----------------------------------------------------------------------------------------
     # Retention and crash recovery (see `recovery`)
