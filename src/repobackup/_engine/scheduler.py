@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
 from datetime import datetime, tzinfo
 
 from .._model.cron import parse_cron
 from .._model.task import BackupTask, ExecutionStrategy, TaskState
+from .._tasks.store import all_tasks
 from ..exceptions import TaskNotFoundError, TaskRunningError
 from .engine import SCHEDULE, Engine
 
@@ -18,7 +18,6 @@ __all__ = ["Scheduler", "due_at"]
 log = logging.getLogger("repobackup")
 
 POLL_SECONDS = 1.0
-_PAGE_SIZE = 1000
 
 
 def due_at(task: BackupTask, tz: tzinfo) -> datetime | None:
@@ -94,7 +93,7 @@ class Scheduler:
         now = now.astimezone(engine.tz)
         engine.recover_interrupted(now)
         started = []
-        for task in self._tasks():
+        for task in all_tasks(self.engine.tasks):
             assert task.id is not None
             due = self._due(task, now)
             if due is None:
@@ -120,15 +119,6 @@ class Scheduler:
             log.exception("task %s: cannot read its execution plan", task.id)
             return None
         return moment if moment is not None and moment <= now else None
-
-    def _tasks(self) -> Iterator[BackupTask]:
-        page_number = 1
-        while True:
-            page = self.engine.list_tasks(page_number=page_number, page_size=_PAGE_SIZE)
-            yield from page.records
-            if page_number >= page.total_pages:
-                return
-            page_number += 1
 
     # ----------------------------------------------------------------------------------------
     # Background thread

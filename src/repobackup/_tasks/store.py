@@ -6,7 +6,7 @@ from __future__ import annotations
 import builtins
 import collections
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -23,6 +23,7 @@ __all__ = [
     "RunLease",
     "SqliteTaskStore",
     "TaskStore",
+    "all_tasks",
 ]
 
 
@@ -112,6 +113,17 @@ class TaskStore(Protocol):
         """Remove the task and its run history in one step. TaskRunningError while it is
         RUNNING (here or in another process); TaskNotFoundError if absent."""
         ...
+
+
+def all_tasks(store: TaskStore) -> Iterator[BackupTask]:
+    """Every task of *store*, newest first, a page of `MAX_PAGE_SIZE` at a time."""
+    number = 1
+    while True:
+        page = store.list(None, number, MAX_PAGE_SIZE)
+        yield from page.records
+        if number >= page.total_pages:
+            return
+        number += 1
 
 
 class MemoryTaskStore:

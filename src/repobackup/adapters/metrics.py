@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .._model.task import BackupTask, RunSummary, TaskState
+from .._tasks.store import all_tasks
 
 if TYPE_CHECKING:
     from .._tasks.store import TaskStore
@@ -26,7 +27,6 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The content type of the Prometheus text format."""
 
 INSTALL_HINT = "pip install 'repobackup[metrics]'"
-_PAGE = 1000
 _HISTORY = 50  # runs looked through for the last success
 
 
@@ -35,16 +35,6 @@ class MetricsUnavailableError(RuntimeError):
 
     def __init__(self) -> None:
         super().__init__(f"metrics need prometheus_client: {INSTALL_HINT}")
-
-
-def _tasks(store: TaskStore) -> Iterator[BackupTask]:
-    number = 1
-    while True:
-        page = store.list(None, number, _PAGE)
-        yield from page.records
-        if number >= page.total_pages:
-            return
-        number += 1
 
 
 def _last_success(store: TaskStore, task: BackupTask) -> RunSummary | None:
@@ -85,7 +75,7 @@ class TaskStoreCollector:
         written = gauge("last_run_bytes_written", "bytes the last run wrote")
         read = gauge("last_run_bytes_read", "bytes the last run read")
         errors = gauge("last_run_errors", "errors the last run recorded (failed records included)")
-        for task in _tasks(self.store):
+        for task in all_tasks(self.store):
             ids = [task.id or "", task.name]
             enabled.add_metric(ids, 1.0 if task.enabled else 0.0)
             run = task.last_run

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from .._model.convert import to_json
 from .._model.task import BackupTask, ExecutionStrategy, TaskType
+from .._tasks.store import all_tasks
 from .exits import EXIT_OK, UsageError
-from .opening import all_tasks, open_engine, recover
+from .opening import open_engine, recover
 from .options import Parents, positive
 from .output import Output, when
 from .passwords import add_password_option

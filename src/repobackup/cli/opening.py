@@ -7,13 +7,14 @@ import argparse
 import contextlib
 import getpass
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._model.ids import TASK_ID
 from .._model.task import BackupTask, RunSummary
+from .._tasks.store import all_tasks
 from ..exceptions import RepoBackupError, TaskNotFoundError
 from .exits import UsageError
 from .output import Output
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MissingRepositoryError",
-    "all_tasks",
     "default_tasks_db",
     "open_engine",
     "open_existing_task_store",
@@ -36,8 +36,6 @@ __all__ = [
     "recover",
     "resolve_task",
 ]
-
-LISTING_PAGE = 1000
 
 
 class MissingRepositoryError(RepoBackupError):
@@ -207,17 +205,6 @@ def recover(engine: Engine, out: Output) -> None:
     the scheduler does, so that their tasks can run again now."""
     for task_id in engine.recover_interrupted():
         out.note(f"task {task_id}: ended its earlier run, whose process is gone (FAILED)")
-
-
-def all_tasks(store: TaskStore) -> Iterator[BackupTask]:
-    """Every task of *store*, newest first."""
-    number = 1
-    while True:
-        page = store.list(None, number, LISTING_PAGE)
-        yield from page.records
-        if number >= page.total_pages:
-            return
-        number += 1
 
 
 def resolve_task(store: TaskStore, text: str) -> str:

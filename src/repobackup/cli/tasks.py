@@ -11,9 +11,9 @@ from typing import Any
 
 from .._model.convert import to_json
 from .._model.task import BackupTask, RunSummary, TaskState
-from .._tasks.store import TaskStore
+from .._tasks.store import TaskStore, all_tasks
 from .exits import EXIT_OK
-from .opening import all_tasks, open_existing_task_store, resolve_task
+from .opening import open_existing_task_store, resolve_task
 from .options import Parents, positive
 from .output import Column, Output, plural, schedule, when
 
