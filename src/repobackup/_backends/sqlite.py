@@ -123,12 +123,18 @@ def _row_to_record(row: tuple[Any, ...]) -> Record:
     )
 
 
-def _records_where(scope: Scope, collection: str, since: datetime | None) -> tuple[str, list[Any]]:
+def _records_where(
+    scope: Scope, collection: str | None, since: datetime | None
+) -> tuple[str, list[Any]]:
     """The WHERE clause (and its parameters) of the records `SqliteRepository.records`
-    yields: live ones, or with *since* those modified at or after it, tombstones included."""
+    yields, of *collection* or (None) of every collection of *scope*: live ones, or with
+    *since* those modified at or after it, tombstones included."""
     check_scope(scope)
-    params: list[Any] = [scope.project_id or "", scope.repo_name or "", collection]
-    where = "project_id = ? AND repo_name = ? AND collection = ?"
+    params: list[Any] = [scope.project_id or "", scope.repo_name or ""]
+    where = "project_id = ? AND repo_name = ?"
+    if collection is not None:
+        where += " AND collection = ?"
+        params.append(collection)
     if since is None:
         where += " AND deleted = 0"
     else:
@@ -387,19 +393,13 @@ class SqliteRepository(RepositoryBase):
     def measure(self, scope: Scope, *, since: datetime | None = None) -> ScopeSize:
         """What `records` gives for every collection of *scope* (with *since* as there),
         counted in one query: the space check sizes a backup without decoding a document."""
-        check_scope(scope)
-        params: list[Any] = [scope.project_id or "", scope.repo_name or ""]
+        where, params = _records_where(scope, None, since)
         sql = (
             "SELECT COUNT(*), COALESCE(SUM(blob IS NOT NULL AND deleted = 0), 0),"
             " COALESCE(SUM(LENGTH(key)), 0),"
             " COALESCE(SUM(CASE WHEN blob IS NOT NULL AND deleted = 0 THEN size END), 0)"
-            " FROM records WHERE project_id = ? AND repo_name = ?"
+            f" FROM records WHERE {where}"
         )
-        if since is None:
-            sql += " AND deleted = 0"
-        else:
-            sql += " AND modified >= ?"
-            params.append(to_micros(check_aware(since, "since")))
         ((records, blobs, key_chars, blob_bytes),) = list(self._stream(sql, params))
         return ScopeSize(records, blobs, key_chars, blob_bytes)
 
