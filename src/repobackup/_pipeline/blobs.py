@@ -270,19 +270,17 @@ class BlobTransfer:
         self.leftover = leftover
         self._own: Executor | None = None
         self._spool_dir: str | None = None
+        reopen = source.reopener()
         pool = None
-        if source_is_local(source):
+        if reopen is not None and source_is_local(source):
             pool = own_pool(context, run.total_bytes, getattr(writer, "fs", None))
         given = context.executor or pool
-        reopen = source.reopener() if given is not None else None
         if given is not None and reopen is not None:
             self.executor: Executor = given
             self.source: Any = reopen
             self.remote = True
             self._own = pool
         else:
-            if pool is not None:
-                pool.shutdown()
             if context.executor is not None:
                 run.notes.append(
                     "blobs moved on threads, not on the given executor: "
